@@ -1,0 +1,39 @@
+"""Example app with a known CPU split: slow_function does 3x the work of fast_function,
+so a CPU profile should show about 75% / 25% between them.
+
+Runs on CPython 2.7 and 3.x. Optional argument: seconds to run (default: forever).
+"""
+import sys
+import time
+
+WORK = 20000
+
+
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def slow_function():
+    return work(3 * WORK)
+
+
+def fast_function():
+    return work(WORK)
+
+
+def main():
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else None
+    start = time.time()
+    rounds = 0
+    while seconds is None or time.time() - start < seconds:
+        slow_function()
+        fast_function()
+        rounds += 1
+    print("done: %d rounds" % rounds)
+
+
+if __name__ == "__main__":
+    main()

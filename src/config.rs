@@ -1,0 +1,324 @@
+//! Turns parsed flags into validated settings: application name and tags, server URL, auth,
+//! headers, outputs. Every problem becomes one clear error line before anything starts.
+
+use crate::cli::CommonArgs;
+use crate::output::OutputFormat;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where and how profiles are uploaded.
+#[derive(Clone)]
+pub struct UploadSettings {
+    /// Server base URL without credentials (safe to log).
+    pub url: url::Url,
+    pub auth: Auth,
+    pub tenant_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub enum Auth {
+    None,
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+// Secrets never reach logs: Debug prints only which kind of auth is set.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => write!(f, "none"),
+            Auth::Bearer(_) => write!(f, "bearer <redacted>"),
+            Auth::Basic { user, .. } => write!(f, "basic {user}:<redacted>"),
+        }
+    }
+}
+
+/// Everything the session needs, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app_name: String,
+    /// Tags from the `{}` part of the name and from `--tag`, the latter winning; sorted by key.
+    pub tags: BTreeMap<String, String>,
+    pub sample_rate: u32,
+    pub spy_name: String,
+    pub detect_subprocesses: bool,
+    pub blocking: bool,
+    pub upload: Option<UploadSettingsDebug>,
+    pub outputs: Vec<(PathBuf, OutputFormat)>,
+    /// True when neither a server nor `--output` was given: the outputs are the default files.
+    pub default_outputs: bool,
+}
+
+/// Wrapper so `Settings` can derive Debug without showing secrets.
+#[derive(Clone)]
+pub struct UploadSettingsDebug(pub UploadSettings);
+
+impl std::fmt::Debug for UploadSettingsDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} auth={:?}", self.0.url, self.0.auth)
+    }
+}
+
+/// Splits `app{k=v,k2=v2}` into the name and its tags.
+pub fn parse_app_name(full: &str) -> Result<(String, BTreeMap<String, String>)> {
+    let full = full.trim();
+    let mut tags = BTreeMap::new();
+    let Some(open) = full.find('{') else {
+        return Ok((full.to_string(), tags));
+    };
+    let name = full[..open].trim().to_string();
+    let rest = &full[open + 1..];
+    let Some(body) = rest.strip_suffix('}') else {
+        bail!("invalid application name {full:?}: missing closing '}}'");
+    };
+    for pair in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = parse_tag(pair).with_context(|| format!("invalid application name {full:?}"))?;
+        tags.insert(k, v);
+    }
+    Ok((name, tags))
+}
+
+/// Parses one `key=value` tag and validates the key as the server does.
+pub fn parse_tag(s: &str) -> Result<(String, String)> {
+    let parts: Vec<&str> = s.split('=').collect();
+    if parts.len() != 2 {
+        bail!("invalid tag {s:?}: should be in key=value format");
+    }
+    let (k, v) = (parts[0].trim(), parts[1].trim());
+    if k.is_empty() {
+        bail!("invalid tag {s:?}: the key is empty");
+    }
+    if let Some(c) = k.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.')) {
+        bail!("invalid tag key {k:?}: character {c:?} is not allowed (use letters, digits, '_' and '.')");
+    }
+    if k.starts_with("__") {
+        bail!("invalid tag key {k:?}: keys starting with '__' are reserved");
+    }
+    if k == "service_name" {
+        bail!("invalid tag key {k:?}: the service name is set with --application-name");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn validate_app_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("invalid application name: it is empty");
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))) {
+        bail!("invalid application name {name:?}: character {c:?} is not allowed (use letters, digits, '_', '.', '-' and '/')");
+    }
+    Ok(())
+}
+
+/// Parses `--header 'Name: value'`.
+pub fn parse_header(s: &str) -> Result<(String, String)> {
+    let Some((name, value)) = s.split_once(':') else {
+        bail!("invalid header {s:?}: expected 'Name: value'");
+    };
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        bail!("invalid header name {name:?}");
+    }
+    let value = value.trim();
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        bail!("invalid value for header {name:?}: it contains a line break");
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses and checks the server address; credentials in the URL become basic auth.
+pub fn parse_server_url(s: &str) -> Result<(url::Url, Option<(String, String)>)> {
+    let mut url = url::Url::parse(s.trim()).map_err(|e| anyhow::anyhow!("invalid server address {:?}: {e} (expected e.g. http://pyroscope:4040)", redact_url_text(s)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("invalid server address {:?}: the scheme must be http or https", redact_url_text(s));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("invalid server address {:?}: no host", redact_url_text(s));
+    }
+    let creds = if !url.username().is_empty() {
+        let user = percent_decode(url.username());
+        let pass = percent_decode(url.password().unwrap_or(""));
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Some((user, pass))
+    } else {
+        None
+    };
+    Ok((url, creds))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes `user:password@` from a URL-looking string for messages.
+fn redact_url_text(s: &str) -> String {
+    match (s.find("://"), s.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}://<redacted>@{}", &s[..scheme_end], &s[at + 1..]),
+        _ => s.to_string(),
+    }
+}
+
+/// The name used when none is given: the script or program being run (`app` for
+/// `python app.py`), else the executable's name.
+pub fn default_app_name(command: &[std::ffi::OsString], pid_exe: Option<String>) -> String {
+    let args: Vec<String> = command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let base = |s: &str| {
+        let b = s.rsplit('/').next().unwrap_or(s);
+        b.split('.').next().unwrap_or(b).to_string()
+    };
+    let mut name = args.first().map(|p| base(p)).or(pid_exe.map(|e| base(&e))).unwrap_or_else(|| "app".into());
+    if spy_python::is_python_exe(&name) || name == "env" {
+        // `python app.py`, `python -m module`: name it after what it runs.
+        let mut it = args.iter().skip(1).skip_while(|a| name == "env" && (a.starts_with('-') || a.contains('=')));
+        if name == "env" {
+            it.next();
+        }
+        let mut m = false;
+        for a in it {
+            if m {
+                name = a.clone();
+                break;
+            }
+            if a == "-m" {
+                m = true;
+            } else if !a.starts_with('-') {
+                name = base(a);
+                break;
+            }
+        }
+    }
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .collect();
+    if cleaned.is_empty() { "app".into() } else { cleaned }
+}
+
+impl Settings {
+    pub fn from_args(args: &CommonArgs, default_name: impl FnOnce() -> String) -> Result<Settings> {
+        let (app_name, mut tags) = match &args.application_name {
+            Some(n) if !n.trim().is_empty() => parse_app_name(n)?,
+            _ => {
+                let name = default_name();
+                log::info!("no application name given (--application-name or PYROSCOPE_APPLICATION_NAME): using {name:?}");
+                (name, BTreeMap::new())
+            }
+        };
+        validate_app_name(&app_name)?;
+        for t in &args.tags {
+            if t.trim().is_empty() {
+                continue;
+            }
+            let (k, v) = parse_tag(t)?;
+            tags.insert(k, v);
+        }
+        let spy_name = args.spy_name.trim().to_ascii_lowercase();
+        crate::runtimes::check_spy_name(&spy_name)?;
+
+        let upload = match args.server_address.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(addr) => {
+                let (url, url_creds) = parse_server_url(addr)?;
+                let headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>>>()?;
+                let auth = match (&args.auth_token, &args.basic_auth_user, url_creds) {
+                    (Some(t), _, _) if !t.is_empty() => Auth::Bearer(t.clone()),
+                    (_, Some(u), _) if !u.is_empty() => Auth::Basic {
+                        user: u.clone(),
+                        password: args.basic_auth_password.clone().unwrap_or_default(),
+                    },
+                    (_, _, Some((user, password))) => Auth::Basic { user, password },
+                    _ => Auth::None,
+                };
+                Some(UploadSettingsDebug(UploadSettings {
+                    url,
+                    auth,
+                    tenant_id: args.tenant_id.clone().filter(|t| !t.is_empty()),
+                    headers,
+                    timeout: args.upstream_request_timeout,
+                }))
+            }
+        };
+        let mut outputs = Vec::new();
+        if let Some(path) = &args.output {
+            outputs.push((path.clone(), OutputFormat::from_path(path)?));
+        }
+        let default_outputs = upload.is_none() && outputs.is_empty();
+        if default_outputs {
+            let stamp = crate::output::file_timestamp();
+            for (ext, fmt) in [("svg", OutputFormat::Flamegraph), ("pb.gz", OutputFormat::Pprof)] {
+                outputs.push((PathBuf::from(format!("{app_name}-{stamp}.{ext}").replace('/', "_")), fmt));
+            }
+        }
+        Ok(Settings {
+            app_name,
+            tags,
+            sample_rate: if args.sample_rate == 0 { 100 } else { args.sample_rate.min(10_000) },
+            spy_name,
+            detect_subprocesses: args.detect_subprocesses,
+            blocking: args.pyspy_blocking,
+            upload,
+            outputs,
+            default_outputs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_name_with_tags() {
+        let (n, t) = parse_app_name("shop.api{env=prod, region=eu}").unwrap();
+        assert_eq!(n, "shop.api");
+        assert_eq!(t.get("env").unwrap(), "prod");
+        assert_eq!(t.get("region").unwrap(), "eu");
+        assert!(parse_app_name("x{env=prod").is_err());
+        assert!(parse_app_name("x{env}").is_err());
+    }
+
+    #[test]
+    fn tags_are_validated() {
+        assert!(parse_tag("a=b=c").is_err());
+        assert!(parse_tag("a b=c").is_err());
+        assert!(parse_tag("__name__=x").is_err());
+        assert_eq!(parse_tag("k.x=v").unwrap(), ("k.x".into(), "v".into()));
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("X-Foo: bar: baz").unwrap(), ("X-Foo".into(), "bar: baz".into()));
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header("Bad Name: x").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert!(parse_server_url("pyroscope:4040").is_err());
+        assert!(parse_server_url("ftp://x").is_err());
+        assert!(parse_server_url("http://").is_err());
+        let (u, c) = parse_server_url("https://123:s3cr%40t@host/prefix").unwrap();
+        assert_eq!(u.as_str(), "https://host/prefix");
+        assert_eq!(c.unwrap(), ("123".into(), "s3cr@t".into()));
+        let err = parse_server_url("htp//user:secret@x").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn default_names() {
+        let c = |v: &[&str]| default_app_name(&v.iter().map(Into::into).collect::<Vec<_>>(), None);
+        assert_eq!(c(&["python3", "app.py"]), "app");
+        assert_eq!(c(&["python", "-u", "/srv/web/server.py"]), "server");
+        assert_eq!(c(&["python", "-m", "http.server"]), "http.server");
+        assert_eq!(c(&["gunicorn", "app:wsgi"]), "gunicorn");
+        assert_eq!(c(&["/usr/bin/env", "python3", "x.py"]), "x");
+    }
+}

@@ -1,0 +1,298 @@
+//! pprof (`perftools.profiles.Profile`) and Pyroscope push (`push.v1.PushRequest`) messages,
+//! declared with prost derives (field numbers from `profile.proto` and `api/push/v1/push.proto`),
+//! and the encoding of a [`Profile`] as a CPU profile.
+
+use crate::profile::{unix_nanos, Profile};
+use std::collections::HashMap;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PprofProfile {
+    #[prost(message, repeated, tag = "1")]
+    pub sample_type: Vec<ValueType>,
+    #[prost(message, repeated, tag = "2")]
+    pub sample: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<Mapping>,
+    #[prost(message, repeated, tag = "4")]
+    pub location: Vec<Location>,
+    #[prost(message, repeated, tag = "5")]
+    pub function: Vec<Function>,
+    #[prost(string, repeated, tag = "6")]
+    pub string_table: Vec<String>,
+    #[prost(int64, tag = "7")]
+    pub drop_frames: i64,
+    #[prost(int64, tag = "8")]
+    pub keep_frames: i64,
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
+    #[prost(int64, tag = "10")]
+    pub duration_nanos: i64,
+    #[prost(message, optional, tag = "11")]
+    pub period_type: Option<ValueType>,
+    #[prost(int64, tag = "12")]
+    pub period: i64,
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
+    #[prost(int64, tag = "14")]
+    pub default_sample_type: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValueType {
+    #[prost(int64, tag = "1")]
+    pub r#type: i64,
+    #[prost(int64, tag = "2")]
+    pub unit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    /// Leaf first.
+    #[prost(uint64, repeated, tag = "1")]
+    pub location_id: Vec<u64>,
+    #[prost(int64, repeated, tag = "2")]
+    pub value: Vec<i64>,
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    #[prost(int64, tag = "2")]
+    pub str: i64,
+    #[prost(int64, tag = "3")]
+    pub num: i64,
+    #[prost(int64, tag = "4")]
+    pub num_unit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mapping {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub memory_start: u64,
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+    #[prost(bool, tag = "8")]
+    pub has_filenames: bool,
+    #[prost(bool, tag = "9")]
+    pub has_line_numbers: bool,
+    #[prost(bool, tag = "10")]
+    pub has_inline_frames: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Location {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub line: Vec<Line>,
+    #[prost(bool, tag = "5")]
+    pub is_folded: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Line {
+    #[prost(uint64, tag = "1")]
+    pub function_id: u64,
+    #[prost(int64, tag = "2")]
+    pub line: i64,
+    #[prost(int64, tag = "3")]
+    pub column: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Function {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(int64, tag = "2")]
+    pub name: i64,
+    #[prost(int64, tag = "3")]
+    pub system_name: i64,
+    #[prost(int64, tag = "4")]
+    pub filename: i64,
+    #[prost(int64, tag = "5")]
+    pub start_line: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub series: Vec<RawProfileSeries>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawProfileSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<LabelPair>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<RawSample>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawSample {
+    #[prost(bytes = "vec", tag = "1")]
+    pub raw_profile: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelPair {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// Interns strings into a pprof string table (index 0 is the empty string).
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Strings::default();
+        s.id("");
+        s
+    }
+
+    fn id(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// Encodes a profile as a pprof CPU profile: sample type `cpu`/`nanoseconds`, one value per
+/// stack = samples × period; functions carry name, file and line.
+pub fn to_pprof(p: &Profile) -> PprofProfile {
+    let mut strings = Strings::new();
+    let cpu = strings.id("cpu");
+    let ns = strings.id("nanoseconds");
+    let mut functions: Vec<Function> = Vec::new();
+    let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
+    // One location per frame (function + line); location id = frame index + 1.
+    let location = p
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let key = (f.function.clone(), f.file.clone());
+            let function_id = match function_ids.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = functions.len() as u64 + 1;
+                    let name = strings.id(&f.function);
+                    functions.push(Function {
+                        id,
+                        name,
+                        system_name: name,
+                        filename: strings.id(&f.file),
+                        start_line: 0,
+                    });
+                    function_ids.insert(key, id);
+                    id
+                }
+            };
+            Location {
+                id: i as u64 + 1,
+                line: vec![Line { function_id, line: i64::from(f.line), column: 0 }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let period = p.period_ns as i64;
+    let sample = p
+        .stacks
+        .iter()
+        .map(|(stack, n)| Sample {
+            location_id: stack.iter().rev().map(|&i| u64::from(i) + 1).collect(),
+            value: vec![*n as i64 * period],
+            label: vec![],
+        })
+        .collect();
+    let start = unix_nanos(p.start);
+    PprofProfile {
+        sample_type: vec![ValueType { r#type: cpu, unit: ns }],
+        sample,
+        location,
+        function: functions,
+        time_nanos: start,
+        duration_nanos: (unix_nanos(p.end) - start).max(0),
+        period_type: Some(ValueType { r#type: cpu, unit: ns }),
+        period,
+        string_table: strings.table,
+        ..Default::default()
+    }
+}
+
+/// pprof bytes, gzip-compressed (what `go tool pprof` and the server both accept).
+pub fn to_pprof_gz(p: &Profile) -> Vec<u8> {
+    use flate2::write::GzEncoder;
+    use prost::Message;
+    use std::io::Write;
+    let raw = to_pprof(p).encode_to_vec();
+    let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 3 + 64), flate2::Compression::default());
+    gz.write_all(&raw).expect("writing to memory");
+    gz.finish().expect("writing to memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use spy::Frame;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn encodes_cpu_profile() {
+        let f = |n: &str, l| Frame { function: n.into(), file: "app.py".into(), line: l };
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let p = Profile {
+            frames: vec![f("main", 1), f("slow", 5), f("slow", 6)],
+            stacks: vec![(vec![0, 1], 3), (vec![0, 2], 1)],
+            start,
+            end: start + Duration::from_secs(10),
+            period_ns: 10_000_000,
+        };
+        let bytes = to_pprof(&p).encode_to_vec();
+        let d = PprofProfile::decode(&bytes[..]).unwrap();
+        let s = |i: i64| d.string_table[i as usize].as_str();
+        assert_eq!(s(d.sample_type[0].r#type), "cpu");
+        assert_eq!(s(d.sample_type[0].unit), "nanoseconds");
+        assert_eq!(d.period, 10_000_000);
+        assert_eq!(d.time_nanos, 1_700_000_000_000_000_000);
+        assert_eq!(d.duration_nanos, 10_000_000_000);
+        // Two lines of `slow` share one function.
+        assert_eq!(d.function.len(), 2);
+        let total: i64 = d.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(total, 4 * 10_000_000);
+        // Leaf first: the first location of the 3-count sample is `slow` line 5.
+        let first = &d.sample.iter().find(|s| s.value[0] == 30_000_000).unwrap();
+        let loc = &d.location[(first.location_id[0] - 1) as usize];
+        assert_eq!(loc.line[0].line, 5);
+        assert_eq!(s(d.function[(loc.line[0].function_id - 1) as usize].name), "slow");
+    }
+}

@@ -1,0 +1,188 @@
+//! Aggregation: samples → interned frames and stacks → windows aligned to wall-clock multiples of
+//! the upload interval, plus (when a local output is wanted) the whole run's totals.
+
+use spy::{Frame, Stack};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A finished aggregate, self-contained (only the frames its stacks use), ready to encode.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub frames: Vec<Frame>,
+    /// Stacks as indexes into `frames`, **root first**, with their sample counts.
+    pub stacks: Vec<(Vec<u32>, u64)>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// Nanoseconds of CPU one sample stands for (1e9 / sample rate).
+    pub period_ns: u64,
+}
+
+impl Profile {
+    pub fn total_samples(&self) -> u64 {
+        self.stacks.iter().map(|(_, n)| n).sum()
+    }
+
+    /// A stack as `;`-joined text, root first, with `name` rendering each frame.
+    pub fn stack_text(&self, stack: &[u32], name: impl Fn(&Frame) -> String) -> String {
+        stack.iter().map(|&i| name(&self.frames[i as usize])).collect::<Vec<_>>().join(";")
+    }
+}
+
+/// `function (file:line)`, as py-spy names frames in flamegraphs.
+pub fn frame_label(f: &Frame) -> String {
+    if f.line > 0 {
+        format!("{} ({}:{})", f.function, f.file, f.line)
+    } else {
+        format!("{} ({})", f.function, f.file)
+    }
+}
+
+type Counts = HashMap<Vec<u32>, u64>;
+
+/// Collects samples. Frames are interned once for the whole run; stacks per window.
+pub struct Aggregator {
+    frame_ids: HashMap<Frame, u32>,
+    frames: Vec<Frame>,
+    window: Counts,
+    window_start: SystemTime,
+    total: Option<Counts>,
+    run_start: SystemTime,
+    period_ns: u64,
+    scratch: Vec<u32>,
+}
+
+impl Aggregator {
+    pub fn new(sample_rate: u32, start: SystemTime, keep_total: bool) -> Self {
+        Aggregator {
+            frame_ids: HashMap::new(),
+            frames: Vec::new(),
+            window: HashMap::new(),
+            window_start: start,
+            total: keep_total.then(HashMap::new),
+            run_start: start,
+            period_ns: 1_000_000_000 / u64::from(sample_rate.max(1)),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn window_start(&self) -> SystemTime {
+        self.window_start
+    }
+
+    /// Adds one sample of one thread.
+    pub fn add(&mut self, stack: Stack) {
+        self.scratch.clear();
+        for frame in stack.frames {
+            let id = match self.frame_ids.get(&frame) {
+                Some(&id) => id,
+                None => {
+                    let id = self.frames.len() as u32;
+                    self.frames.push(frame.clone());
+                    self.frame_ids.insert(frame, id);
+                    id
+                }
+            };
+            self.scratch.push(id);
+        }
+        bump(&mut self.window, &self.scratch);
+        if let Some(total) = &mut self.total {
+            bump(total, &self.scratch);
+        }
+    }
+
+    /// Closes the current window at `end` and starts the next one there. `None` when the
+    /// window holds no samples (empty profiles are not uploaded).
+    pub fn take_window(&mut self, start: SystemTime, end: SystemTime) -> Option<Profile> {
+        let counts = std::mem::take(&mut self.window);
+        self.window_start = end;
+        if counts.is_empty() {
+            return None;
+        }
+        Some(self.build(counts.into_iter(), start, end))
+    }
+
+    /// The whole run so far (when totals are kept).
+    pub fn total(&self, end: SystemTime) -> Option<Profile> {
+        let total = self.total.as_ref()?;
+        Some(self.build(total.iter().map(|(k, v)| (k.clone(), *v)), self.run_start, end))
+    }
+
+    fn build(&self, counts: impl Iterator<Item = (Vec<u32>, u64)>, start: SystemTime, end: SystemTime) -> Profile {
+        // Re-index so the profile carries only the frames it uses.
+        let mut remap: HashMap<u32, u32> = HashMap::new();
+        let mut frames = Vec::new();
+        let mut stacks: Vec<(Vec<u32>, u64)> = counts
+            .map(|(stack, n)| {
+                let s = stack
+                    .iter()
+                    .map(|&id| {
+                        *remap.entry(id).or_insert_with(|| {
+                            frames.push(self.frames[id as usize].clone());
+                            (frames.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+                (s, n)
+            })
+            .collect();
+        stacks.sort();
+        Profile { frames, stacks, start, end, period_ns: self.period_ns }
+    }
+}
+
+fn bump(counts: &mut Counts, stack: &[u32]) {
+    match counts.get_mut(stack) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(stack.to_vec(), 1);
+        }
+    }
+}
+
+/// Start of the aligned interval containing `t`.
+pub fn align_down(t: SystemTime, every: Duration) -> SystemTime {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let n = since.as_nanos() / every.as_nanos();
+    UNIX_EPOCH + Duration::from_nanos((n * every.as_nanos()) as u64)
+}
+
+pub fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame { function: name.into(), file: "x.py".into(), line: 1 }
+    }
+
+    #[test]
+    fn windows_and_totals() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut a = Aggregator::new(100, t0, true);
+        for _ in 0..3 {
+            a.add(Stack { thread_id: 1, frames: vec![f("main"), f("slow")] });
+        }
+        a.add(Stack { thread_id: 1, frames: vec![f("main"), f("fast")] });
+        let w = a.take_window(t0, t0 + Duration::from_secs(10)).unwrap();
+        assert_eq!(w.total_samples(), 4);
+        assert_eq!(w.frames.len(), 3);
+        assert_eq!(w.period_ns, 10_000_000);
+        let texts: Vec<_> = w.stacks.iter().map(|(s, n)| (w.stack_text(s, |f| f.function.clone()), *n)).collect();
+        assert!(texts.contains(&("main;slow".into(), 3)));
+        assert!(texts.contains(&("main;fast".into(), 1)));
+        assert!(a.take_window(t0, t0).is_none());
+        a.add(Stack { thread_id: 1, frames: vec![f("other")] });
+        let w2 = a.take_window(t0, t0).unwrap();
+        assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");
+        assert_eq!(a.total(t0).unwrap().total_samples(), 5);
+    }
+
+    #[test]
+    fn alignment() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_007_250);
+        assert_eq!(align_down(t, Duration::from_secs(10)), UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    }
+}
