@@ -1,9 +1,11 @@
 """Example app with a known CPU split: slow_function does 3x the work of fast_function,
-so a CPU profile should show about 75% / 25% between them.
+so a CPU profile should show about 75% / 25% between them. A background thread that only
+sleeps (idle_sleeper) must not appear in a CPU profile at all.
 
 Runs on CPython 2.7 and 3.x. Optional argument: seconds to run (default: forever).
 """
 import sys
+import threading
 import time
 
 WORK = 20000
@@ -24,7 +26,16 @@ def fast_function():
     return work(WORK)
 
 
+def idle_sleeper():
+    # Sleeps all the time: never on CPU, so never in a CPU profile.
+    while True:
+        time.sleep(0.05)
+
+
 def main():
+    sleeper = threading.Thread(target=idle_sleeper, name="sleeper")
+    sleeper.daemon = True
+    sleeper.start()
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else None
     start = time.time()
     rounds = 0

@@ -1,0 +1,4 @@
+"""Reads stdin to the end and echoes it upper-cased."""
+import sys
+data = sys.stdin.read()
+sys.stdout.write(data.upper())
