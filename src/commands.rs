@@ -21,6 +21,7 @@ fn init_logging(common: &CommonArgs) {
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
     init_logging(&args.common);
+    crate::runtimes::check_spy_name(&args.common.spy_name.trim().to_ascii_lowercase())?;
     // Before any thread exists: every thread inherits the blocked mask.
     let mut signals = Signals::install()?;
     crate::session::install_panic_hook();
@@ -78,13 +79,14 @@ fn wait_unprofiled(pid: Pid) -> Outcome {
 
 pub fn connect(args: ConnectArgs) -> anyhow::Result<Outcome> {
     init_logging(&args.common);
+    crate::runtimes::check_spy_name(&args.common.spy_name.trim().to_ascii_lowercase())?;
     let mut signals = Signals::install()?;
     crate::session::install_panic_hook();
     if args.pid <= 0 || args.pid > i64::from(i32::MAX) {
         anyhow::bail!("invalid --pid {}: give the id of a running process", args.pid);
     }
     let pid = args.pid as u32;
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    if !spy::process_alive(pid) {
         anyhow::bail!("no such process: {pid}");
     }
     // Reading another user's maps needs ptrace permission: say so before anything else.

@@ -158,11 +158,11 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Removes `user:password@` from a URL-looking string for messages.
+/// Removes anything that may be credentials (`user:password@`) from a URL-looking string.
 fn redact_url_text(s: &str) -> String {
-    match (s.find("://"), s.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}://<redacted>@{}", &s[..scheme_end], &s[at + 1..]),
-        _ => s.to_string(),
+    match s.rfind('@') {
+        Some(at) => format!("<redacted>@{}", &s[at + 1..]),
+        None => s.to_string(),
     }
 }
 
@@ -185,6 +185,10 @@ pub fn default_app_name(command: &[std::ffi::OsString], pid_exe: Option<String>)
         for a in it {
             if m {
                 name = a.clone();
+                break;
+            }
+            if a == "-c" {
+                // Inline code has no name of its own: keep the interpreter's.
                 break;
             }
             if a == "-m" {
@@ -223,11 +227,11 @@ impl Settings {
         let spy_name = args.spy_name.trim().to_ascii_lowercase();
         crate::runtimes::check_spy_name(&spy_name)?;
 
+        let headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>>>()?;
         let upload = match args.server_address.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(addr) => {
                 let (url, url_creds) = parse_server_url(addr)?;
-                let headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>>>()?;
                 let auth = match (&args.auth_token, &args.basic_auth_user, url_creds) {
                     (Some(t), _, _) if !t.is_empty() => Auth::Bearer(t.clone()),
                     (_, Some(u), _) if !u.is_empty() => Auth::Basic {
@@ -308,8 +312,10 @@ mod tests {
         let (u, c) = parse_server_url("https://123:s3cr%40t@host/prefix").unwrap();
         assert_eq!(u.as_str(), "https://host/prefix");
         assert_eq!(c.unwrap(), ("123".into(), "s3cr@t".into()));
-        let err = parse_server_url("htp//user:secret@x").unwrap_err().to_string();
-        assert!(!err.contains("secret"), "{err}");
+        for bad in ["htp//user:secret@x", "htp:/user:secret@host", "ftp://user:secret@host"] {
+            let err = parse_server_url(bad).unwrap_err().to_string();
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 
     #[test]
@@ -319,6 +325,7 @@ mod tests {
         assert_eq!(c(&["python", "-u", "/srv/web/server.py"]), "server");
         assert_eq!(c(&["python", "-m", "http.server"]), "http.server");
         assert_eq!(c(&["gunicorn", "app:wsgi"]), "gunicorn");
+        assert_eq!(c(&["python3", "-c", "import x; x.run()"]), "python3");
         assert_eq!(c(&["/usr/bin/env", "python3", "x.py"]), "x");
     }
 }

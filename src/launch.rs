@@ -93,52 +93,39 @@ pub fn resolve_program(prog: &OsStr) -> Result<PathBuf, LaunchError> {
 
 /// Looks up `--user-name` / `--group-name` (names or numeric ids) and the sudo root drop.
 pub fn credentials(user: Option<&str>, group: Option<&str>, no_root_drop: bool) -> anyhow::Result<Option<Credentials>> {
-    use nix::unistd::{Gid, Group, Uid, User};
+    use crate::users;
     let mut uid_gid: Option<(u32, u32, String)> = None;
-    if Uid::effective().is_root() && !no_root_drop {
+    if nix::unistd::Uid::effective().is_root() && !no_root_drop {
         if let (Ok(u), Ok(g)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID")) {
             if let (Ok(u), Ok(g)) = (u.parse::<u32>(), g.parse::<u32>()) {
                 uid_gid = Some((u, g, format!("sudo user {u}/{g}")));
             }
         }
     }
-    let user = user.filter(|s| !s.is_empty());
-    let group = group.filter(|s| !s.is_empty());
     let mut user_name = None;
-    if let Some(u) = user {
-        let found = match u.parse::<u32>() {
-            Ok(id) => User::from_uid(Uid::from_raw(id)).ok().flatten(),
-            Err(_) => User::from_name(u).ok().flatten(),
-        };
-        match (found, u.parse::<u32>()) {
+    if let Some(u) = user.filter(|s| !s.is_empty()) {
+        match (users::user(u), u.parse::<u32>()) {
             (Some(pw), _) => {
-                user_name = Some(pw.name.clone());
-                uid_gid = Some((pw.uid.as_raw(), pw.gid.as_raw(), format!("user {}", pw.name)));
+                uid_gid = Some((pw.uid, pw.gid, format!("user {}", pw.name)));
+                user_name = Some(pw.name);
             }
+            // A numeric id with no passwd entry is fine (common in containers).
             (None, Ok(id)) => uid_gid = Some((id, uid_gid.map(|x| x.1).unwrap_or(id), format!("uid {id}"))),
-            (None, Err(_)) => anyhow::bail!("unknown user {u:?} (--user-name)"),
+            (None, Err(_)) => anyhow::bail!("unknown user {u:?} (--user-name): not in /etc/passwd; a numeric uid works too"),
         }
     }
-    if let Some(g) = group {
-        let gid = match g.parse::<u32>() {
-            Ok(id) => id,
-            Err(_) => Group::from_name(g)
-                .ok()
-                .flatten()
-                .map(|gr| gr.gid.as_raw())
-                .ok_or_else(|| anyhow::anyhow!("unknown group {g:?} (--group-name)"))?,
-        };
+    if let Some(g) = group.filter(|s| !s.is_empty()) {
+        let gid = users::group(g)
+            .ok_or_else(|| anyhow::anyhow!("unknown group {g:?} (--group-name): not in /etc/group; a numeric gid works too"))?;
         let (uid, desc) = match &uid_gid {
             Some((u, _, d)) => (*u, d.clone()),
-            None => (Uid::effective().as_raw(), "current user".into()),
+            None => (nix::unistd::Uid::effective().as_raw(), "current user".into()),
         };
         uid_gid = Some((uid, gid, format!("{desc}, group {g}")));
     }
     let Some((uid, gid, describe)) = uid_gid else { return Ok(None) };
-    let groups = match user_name.and_then(|n| CString::new(n).ok()) {
-        Some(n) => nix::unistd::getgrouplist(&n, Gid::from_raw(gid))
-            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-            .unwrap_or_else(|_| vec![gid]),
+    let groups = match &user_name {
+        Some(n) => users::groups_of(n, gid),
         None => vec![gid],
     };
     Ok(Some(Credentials { uid, gid, groups, describe }))

@@ -16,3 +16,4 @@ pub mod session;
 pub mod signals;
 pub mod tracer;
 pub mod upload;
+pub mod users;

@@ -102,6 +102,8 @@ struct Stats {
     panics: u64,
     late: u64,
     ever_attached: bool,
+    /// A process was recognised but could not be profiled (already reported).
+    attach_failed: bool,
 }
 
 impl Session {
@@ -251,7 +253,7 @@ impl Session {
         let now = Instant::now();
         let due: Vec<u32> = self.watch.iter().filter(|(_, w)| w.next <= now).map(|(&p, _)| p).collect();
         for pid in due {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if !spy::process_alive(pid) {
                 self.watch.remove(&pid);
                 continue;
             }
@@ -306,6 +308,7 @@ impl Session {
                     self.targets.remove(&pid);
                 }
                 Err(e) => {
+                    self.stats.attach_failed |= target.detected || matches!(e, AttachError::Permission(_) | AttachError::Unsupported(_));
                     let quiet = !target.detected && pid == root && matches!(e, AttachError::NotReady(_));
                     let name = runtime.runtime_name();
                     match &e {
@@ -431,7 +434,7 @@ impl Session {
             }
             stacks.clear();
             self.stacks = stacks;
-            if keep && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if keep && spy::process_alive(pid) {
                 self.targets.insert(pid, target);
             }
         }
@@ -512,7 +515,7 @@ impl Session {
                 window_end = aligned + UPLOAD_INTERVAL;
             }
             if self.mode == Mode::Connect && !self.targets.contains_key(&(self.root.as_raw() as u32)) {
-                if !std::path::Path::new(&format!("/proc/{}", self.root)).exists() {
+                if !spy::process_alive(self.root.as_raw() as u32) {
                     self.ending = Some(Ending::TargetExited);
                 }
             }
@@ -596,18 +599,20 @@ impl Session {
         let end = SystemTime::now();
         self.rotate_window(end);
         let usage = cpu_time();
-        let samples = self.stats.process_samples.max(1);
+        let per_sample = match self.stats.process_samples {
+            0 => String::new(),
+            n => format!(", {:.1} µs per sample", usage.as_secs_f64() * 1e6 / n as f64),
+        };
         log::info!(
-            "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks); agent CPU {:.1} ms, {:.1} µs per sample",
+            "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks); agent CPU {:.1} ms{per_sample}",
             self.stats.process_samples,
             self.stats.stacks,
             self.stats.errors,
             self.stats.panics,
             self.stats.late,
             usage.as_secs_f64() * 1e3,
-            usage.as_secs_f64() * 1e6 / samples as f64,
         );
-        if !self.stats.ever_attached {
+        if !self.stats.ever_attached && !self.stats.attach_failed {
             let names: Vec<&str> = self.runtimes.iter().map(|r| r.runtime_name()).collect();
             log::warn!("no {} process was found to profile", names.join(" or "));
         }

@@ -71,7 +71,7 @@ impl Runtime for Python {
 
 /// Sorts a py-spy error into what the agent does next.
 fn classify(pid: u32, err: &anyhow::Error) -> AttachError {
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    if !spy::process_alive(pid) {
         return AttachError::Gone;
     }
     let text = format!("{err:#}");
@@ -140,10 +140,11 @@ impl Spy for PythonProcessSpy {
             None => self.read(false),
         };
         let traces = traces.map_err(|e| {
-            if std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-                SampleError::Other(format!("{e:#}"))
-            } else {
+            let text = format!("{e:#}");
+            if text.contains("No such process") || !spy::process_alive(self.pid) {
                 SampleError::Gone
+            } else {
+                SampleError::Other(text)
             }
         })?;
         for trace in traces {

@@ -150,6 +150,13 @@ fn thread_running(pid: u32, tid: u32) -> Option<bool> {
     stat.get(close + 2).map(|&s| s == b'R')
 }
 
+/// Whether `pid` exists and has not exited (a zombie, `Z`/`X` in its stat, has exited).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { return false };
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else { return false };
+    !matches!(stat.get(close + 2), Some(b'Z') | Some(b'X') | None)
+}
+
 /// The basename of the executable actually running in `pid`.
 pub fn exe_name(pid: u32) -> Option<String> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;

@@ -1,0 +1,183 @@
+//! Bad input gets one clear error line and a non-zero exit, never a panic or a hang.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The one error line pyroscope printed (fails if there is not exactly one).
+fn error_line(r: &Run) -> String {
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {}", r.stderr);
+    errors[0].to_string()
+}
+
+fn quick(args: &[&str]) -> Run {
+    run(pyroscope(args), Duration::from_secs(20))
+}
+
+#[test]
+fn no_such_pid() {
+    let r = quick(&["connect", "--pid", "999999999"]);
+    assert_eq!(r.code, Some(1));
+    assert!(error_line(&r).contains("no such process: 999999999"));
+    let r = quick(&["connect", "--pid", "0"]);
+    assert_eq!(r.code, Some(1));
+    assert!(error_line(&r).contains("invalid --pid"));
+}
+
+#[test]
+fn missing_pid_is_a_usage_error() {
+    let r = quick(&["connect"]);
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("--pid"));
+}
+
+#[test]
+fn not_a_python_process() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let r = quick(&["connect", "--pid", &pid]);
+    assert_eq!(r.code, Some(1));
+    let line = error_line(&r);
+    assert!(line.contains("is not a Python process"), "{line}");
+    // Forcing the spy still fails cleanly.
+    let r = quick(&["connect", "--pid", &pid, "--spy-name", "pyspy"]);
+    assert_eq!(r.code, Some(1));
+    assert!(error_line(&r).contains("does not look like a Python process"), "{}", r.stderr);
+    sleeper.kill().unwrap();
+    let _ = sleeper.wait();
+}
+
+#[test]
+fn unknown_spy_names() {
+    let r = quick(&["connect", "--pid", "1", "--spy-name", "rbspy"]);
+    assert_eq!(r.code, Some(1));
+    assert!(error_line(&r).contains("not available in this build yet"));
+    let r = quick(&["exec", "--spy-name", "nosuchspy", "true"]);
+    assert_eq!(r.code, Some(1));
+    assert!(error_line(&r).contains("is not supported"));
+}
+
+/// Bad configuration is refused before the child starts (the child would create a file).
+#[test]
+fn bad_configuration_never_starts_the_child() {
+    let dir = tempdir("badcfg");
+    let marker = dir.join("started");
+    let touch = format!("touch {}", marker.display());
+    for (args, expect) in [
+        (vec!["--server-address", "pyroscope:4040"], "invalid server address"),
+        (vec!["--server-address", "ftp://host"], "scheme must be http or https"),
+        (vec!["--tag", "novalue"], "key=value"),
+        (vec!["--tag", "bad key=v"], "invalid tag key"),
+        (vec!["--application-name", "my app"], "invalid application name"),
+        (vec!["--header", "NoColon"], "invalid header"),
+        (vec!["--output", "profile.png"], "cannot tell the format"),
+        (vec!["--upstream-request-timeout", "soon"], "invalid duration"),
+        (vec!["--user-name", "no-such-user-xyz"], "unknown user"),
+    ] {
+        let mut full = vec!["exec"];
+        full.extend(args.iter().copied());
+        full.extend(["sh", "-c", touch.as_str()]);
+        let r = quick(&full);
+        assert_ne!(r.code, Some(0), "{args:?}");
+        assert!(r.stderr.contains(expect), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"));
+        assert!(!marker.exists(), "{args:?} started the child");
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let r = quick(&["exec", "--server-address", "htp:/user:hunter2@host", "true"]);
+    assert_ne!(r.code, Some(0));
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+}
+
+/// An unprivileged agent against another user's process: the message says how to get ptrace
+/// permission.
+#[test]
+fn no_ptrace_permission_explains_sys_ptrace() {
+    let mut app = Command::new(python("3.11")).arg(example_app()).arg("20").stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = app.id().to_string();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .args(["connect", "--pid", &pid])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let r = run(cmd, Duration::from_secs(20));
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1));
+    let line = error_line(&r);
+    assert!(line.contains("SYS_PTRACE") && line.contains("ptrace_scope"), "{line}");
+}
+
+/// A CPython whose version the spy does not know (a real 3.11 whose libpython reports 3.99):
+/// connect fails with the version; exec reports it once and the program runs undisturbed.
+#[test]
+fn unsupported_python_version() {
+    let dir = tempdir("unsupported");
+    let lib = fake_python_3_99(&dir);
+    let mut app = Command::new(python("3.11"))
+        .arg(example_app())
+        .arg("20")
+        .env("LD_LIBRARY_PATH", lib.parent().unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = app.id().to_string();
+    let r = quick(&["connect", "--pid", &pid]);
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1));
+    assert!(error_line(&r).contains("Unsupported version of Python: 3.99.7"), "{}", r.stderr);
+
+    let py = python("3.11");
+    let mut cmd = pyroscope(&["exec", "--output", path_str(&dir.join("p.txt")), path_str(&py), "-c", "import sys; sys.exit(6)"]);
+    cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap());
+    let r = run(cmd, Duration::from_secs(20));
+    assert_eq!(r.code, Some(6));
+    assert!(error_line(&r).contains("Unsupported version of Python: 3.99.7"), "{}", r.stderr);
+}
+
+/// Copies pyenv's libpython3.11 and patches its `Py_Version` constant to 3.99.
+fn fake_python_3_99(dir: &std::path::Path) -> std::path::PathBuf {
+    let py = python("3.11");
+    let src = py.parent().unwrap().parent().unwrap().join("lib/libpython3.11.so.1.0");
+    let dst = dir.join("libpython3.11.so.1.0");
+    std::fs::copy(&src, &dst).unwrap();
+    let readelf = |flag: &str| {
+        String::from_utf8(Command::new("readelf").arg(flag).arg(&src).output().expect("readelf (binutils)").stdout).unwrap()
+    };
+    let symbol_addr = readelf("-sW")
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some("Py_Version"))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .expect("Py_Version symbol");
+    // Section containing it: file offset = addr - section addr + section offset.
+    let offset = readelf("-SW")
+        .lines()
+        .filter_map(|l| {
+            let l = l.split(']').nth(1)?;
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (addr, off, size) = (
+                u64::from_str_radix(f.get(2)?, 16).ok()?,
+                u64::from_str_radix(f.get(3)?, 16).ok()?,
+                u64::from_str_radix(f.get(4)?, 16).ok()?,
+            );
+            (addr <= symbol_addr && symbol_addr < addr + size).then(|| symbol_addr - addr + off)
+        })
+        .next()
+        .expect("section of Py_Version");
+    let mut bytes = std::fs::read(&dst).unwrap();
+    let at = offset as usize;
+    assert_eq!(&bytes[at + 2..at + 4], &[0x0b, 0x03], "Py_Version is 3.11.x");
+    bytes[at + 2] = 99;
+    std::fs::write(&dst, bytes).unwrap();
+    dst
+}
