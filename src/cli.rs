@@ -201,7 +201,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// Rewrites argv so clap can parse it: single-dash long flags become double-dash, and under
 /// `exec` a `--` is put in front of the program so its arguments are never taken for ours.
-pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, clap::Error> {
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut it = args.into_iter();
     if let Some(bin) = it.next() {
@@ -219,7 +219,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     }
     let Some(sub) = sub else {
         out.extend(it);
-        return out;
+        return Ok(out);
     };
     let cmd = Cli::command();
     let subcmd = cmd.find_subcommand(&sub).expect("subcommand exists").clone();
@@ -238,12 +238,12 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             }
             out.push(arg);
             out.extend(it);
-            return out;
+            return Ok(out);
         };
         if s == "--" {
             out.push(arg);
             out.extend(it);
-            return out;
+            return Ok(out);
         }
         if s.len() > 2 && s.starts_with('-') && !s.starts_with("--") {
             // `-spy-name` -> `--spy-name` (but `-h` stays a short flag).
@@ -262,6 +262,16 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         }
         if let Some(body) = s.strip_prefix("--") {
             let name = body.split('=').next().unwrap_or("");
+            if !known(name) && name != "version" {
+                // Before the program, every flag must be ours (the program's come after it).
+                let mut cmd = Cli::command();
+                cmd.build();
+                let sub_cmd = cmd.find_subcommand_mut(&sub).expect("subcommand exists");
+                return Err(sub_cmd.error(
+                    clap::error::ErrorKind::UnknownArgument,
+                    format!("unknown flag: --{name} (flags of the program go after it: pyroscope {sub} [flags] -- program args)"),
+                ));
+            }
             let consumes = !body.contains('=') && takes_value(name);
             out.push(arg);
             if consumes {
@@ -282,9 +292,9 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         }
         out.push(arg);
         out.extend(it);
-        return out;
+        return Ok(out);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -293,13 +303,14 @@ mod tests {
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize_args(args.iter().map(OsString::from).collect())
+            .unwrap()
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
     }
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from).collect())).unwrap()
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from).collect()).unwrap()).unwrap()
     }
 
     #[test]
@@ -341,10 +352,10 @@ mod tests {
 
     #[test]
     fn unknown_flag_is_an_error() {
-        let r = Cli::try_parse_from(normalize_args(
-            ["pyroscope", "exec", "--non-existing-flag", "python"].iter().map(OsString::from).collect(),
-        ));
-        assert!(r.is_err());
+        let r = normalize_args(["pyroscope", "exec", "--non-existing-flag", "python"].iter().map(OsString::from).collect());
+        assert!(r.unwrap_err().to_string().contains("unknown flag: --non-existing-flag"));
+        // After the program, anything goes.
+        assert!(normalize_args(["pyroscope", "exec", "python", "--non-existing-flag"].iter().map(OsString::from).collect()).is_ok());
     }
 
     #[test]

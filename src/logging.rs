@@ -9,7 +9,8 @@ struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level() && metadata.target().starts_with("pyroscope")
+        metadata.level() <= log::max_level()
+            && (metadata.target().starts_with("pyroscope") || metadata.target().starts_with("spy"))
     }
 
     fn log(&self, record: &log::Record) {

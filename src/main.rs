@@ -3,8 +3,7 @@ use pyroscope::cli::{normalize_args, Cli, Command};
 use pyroscope::commands::{self, Outcome};
 
 fn main() {
-    let args = normalize_args(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match normalize_args(std::env::args_os().collect()).and_then(Cli::try_parse_from) {
         Ok(c) => c,
         Err(e) => {
             // --help / --version exit 0; usage errors exit with clap's code (2).

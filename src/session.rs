@@ -91,6 +91,11 @@ pub struct Session {
     ending: Option<Ending>,
     next_scan: Instant,
     panic_log: RateLimit,
+    /// When the child entered a job-control stop (Ctrl-Z), and when pyroscope itself got a stop
+    /// signal: when both happen, the whole job was stopped and pyroscope stops too, so the shell
+    /// sees its job stop. A stop of the child alone (`kill -STOP child`) is not mirrored.
+    child_job_stop: Option<Instant>,
+    own_stop_signal: Option<Instant>,
 }
 
 #[derive(Default, Debug)]
@@ -139,6 +144,8 @@ impl Session {
             ending: None,
             next_scan: Instant::now(),
             panic_log: RateLimit::new(Duration::from_secs(10)),
+            child_job_stop: None,
+            own_stop_signal: None,
         })
     }
 
@@ -338,8 +345,9 @@ impl Session {
                 }
             }
             Event::RootStopped(sig) => {
-                log::debug!("child stopped by {sig:?}: stopping too, as the shell expects");
-                crate::signals::stop_self();
+                if matches!(sig, nix::sys::signal::Signal::SIGTSTP | nix::sys::signal::Signal::SIGTTIN | nix::sys::signal::Signal::SIGTTOU) {
+                    self.child_job_stop = Some(Instant::now());
+                }
             }
         }
     }
@@ -353,13 +361,20 @@ impl Session {
         self.next_scan = now + Duration::from_secs(1);
         let mut tree: Vec<u32> = self.targets.keys().copied().chain(self.watch.keys().copied()).collect();
         tree.push(self.root.as_raw() as u32);
-        let Ok(dir) = std::fs::read_dir("/proc") else { return };
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            if self.targets.contains_key(&pid) || self.watch.contains_key(&pid) {
-                continue;
-            }
-            if parent_of(pid).is_some_and(|pp| tree.contains(&pp)) {
+        let found: Vec<u32> = match children_of(&tree) {
+            Some(children) => children,
+            // Kernels without /proc/PID/task/TID/children: scan every process's parent.
+            None => std::fs::read_dir("/proc")
+                .map(|dir| {
+                    dir.flatten()
+                        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+                        .filter(|&pid| parent_of(pid).is_some_and(|pp| tree.contains(&pp)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for pid in found {
+            if !self.targets.contains_key(&pid) && !self.watch.contains_key(&pid) {
                 self.consider(pid, false);
             }
         }
@@ -374,10 +389,6 @@ impl Session {
             .map(|t| t.pid)
             .collect();
         for pid in pids {
-            let Ok(activity) = spy::thread_activity(pid) else {
-                self.targets.remove(&pid);
-                continue;
-            };
             let mut target = self.targets.remove(&pid).expect("target exists");
             let TargetState::Active(spy) = &mut target.state else { unreachable!() };
             let mut stacks = std::mem::take(&mut self.stacks);
@@ -394,7 +405,7 @@ impl Session {
                     }
                     (true, false) => Some(&mut lock_pauser),
                 };
-                in_spy(|| spy.sample(&activity, pauser, &mut stacks))
+                in_spy(|| spy.sample(pauser, &mut stacks))
             };
             let mut keep = true;
             match result {
@@ -434,7 +445,7 @@ impl Session {
             }
             stacks.clear();
             self.stacks = stacks;
-            if keep && spy::process_alive(pid) {
+            if keep {
                 self.targets.insert(pid, target);
             }
         }
@@ -472,20 +483,29 @@ impl Session {
             }
             let ts = nix::sys::time::TimeSpec::from_duration(timeout);
             let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
-            let target_gone = fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+            let readable = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let signalled = readable(&fds[0]);
+            let target_gone = fds.get(1).is_some_and(readable);
             drop(fds);
 
-            for sig in signals.read_all() {
-                if sig.signo == libc::SIGCHLD {
+            if signalled {
+                let mut chld = false;
+                for sig in signals.read_all() {
+                    if sig.signo == libc::SIGCHLD {
+                        chld = true;
+                    } else {
+                        self.on_signal(sig);
+                    }
+                }
+                if chld {
                     self.on_sigchld();
-                } else {
-                    self.on_signal(sig);
                 }
             }
-            if self.mode == Mode::Exec {
-                // Events may also have queued without a SIGCHLD of their own (coalesced).
+            if self.tracer.as_ref().is_some_and(Tracer::has_events) {
+                // Events seen while pausing a process for a blocking sample.
                 self.on_sigchld();
             }
+            self.mirror_job_stop();
             if target_gone {
                 log::info!("process {} exited", self.root);
                 self.ending = Some(Ending::TargetExited);
@@ -551,7 +571,20 @@ impl Session {
         }
     }
 
+    fn mirror_job_stop(&mut self) {
+        let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        if recent(self.child_job_stop) && recent(self.own_stop_signal) {
+            self.child_job_stop = None;
+            self.own_stop_signal = None;
+            log::debug!("the job was stopped (Ctrl-Z): stopping too, as the shell expects");
+            crate::signals::stop_self();
+        }
+    }
+
     fn on_signal(&mut self, sig: crate::signals::Received) {
+        if matches!(sig.signo, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+            self.own_stop_signal = Some(Instant::now());
+        }
         match self.mode {
             Mode::Connect => {
                 if matches!(sig.signo, libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT) {
@@ -684,6 +717,25 @@ fn in_spy<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     r.map_err(|_| LAST_PANIC.with(|p| p.borrow().clone()))
 }
 
+/// Children of the given processes, from `/proc/PID/task/TID/children` (one file per thread).
+fn children_of(pids: &[u32]) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let path = task.path().join("children");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => out.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.parent().is_some_and(|p| p.exists()) => {
+                    return None
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Some(out)
+}
+
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -714,6 +766,15 @@ mod tests {
         let r: Result<(), String> = in_spy(|| panic!("index out of bounds"));
         assert!(r.unwrap_err().contains("index out of bounds"));
         assert_eq!(in_spy(|| 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn children_of_self() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let kids = children_of(&[std::process::id()]).expect("kernel has task/children");
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(kids.contains(&child.id()), "{kids:?}");
     }
 
     #[test]

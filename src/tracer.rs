@@ -81,6 +81,11 @@ impl Tracer {
         self.processes.contains(&pid)
     }
 
+    /// Events recorded but not yet returned (e.g. while pausing a process).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Handles every pending wait status; returns the events that matter to the session.
     pub fn drain(&mut self) -> Vec<Event> {
         loop {
@@ -197,14 +202,12 @@ impl Tracer {
                 unsafe {
                     libc::ptrace(libc::PTRACE_LISTEN, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), 0);
                 }
-                let tgid = self.tgid_of(tid);
                 if let Some(t) = self.tracees.get_mut(&tid) {
                     t.state = State::Listening;
                 }
                 if tid == self.root {
                     self.events.push(Event::RootStopped(sig));
                 }
-                let _ = tgid;
             }
             _ => self.cont(tid, None),
         }

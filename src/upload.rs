@@ -210,7 +210,7 @@ impl Worker {
         loop {
             let route = self.route;
             let request = match route {
-                Route::Push => self.push_request(&job.profile, pprof.clone()),
+                Route::Push => self.push_request(pprof.clone()),
                 Route::Ingest => self.ingest_request(&job.profile, pprof.clone()),
             };
             let response = match self.authorize(request).send() {
@@ -247,7 +247,7 @@ impl Worker {
         url
     }
 
-    fn push_request(&self, p: &Profile, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
+    fn push_request(&self, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
         let mut labels: Vec<LabelPair> = vec![
             LabelPair { name: "__name__".into(), value: "process_cpu".into() },
             LabelPair { name: "service_name".into(), value: self.labels.app_name.clone() },
@@ -255,7 +255,6 @@ impl Worker {
         ];
         labels.extend(self.labels.tags.iter().map(|(k, v)| LabelPair { name: k.clone(), value: v.clone() }));
         labels.sort_by(|a, b| a.name.cmp(&b.name));
-        let _ = p;
         let req = PushRequest {
             series: vec![RawProfileSeries {
                 labels,

@@ -221,3 +221,45 @@ fn detect_subprocesses_false_profiles_only_the_root() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(!text.contains("worker_burn"), "{text}");
 }
+
+/// Root drop as in the Go CLI: under sudo (SUDO_UID/SUDO_GID) the child runs as the sudo user
+/// unless --no-root-drop; --user-name/--group-name choose explicitly. (The tests run as root.)
+#[test]
+fn privileges_are_dropped_like_the_original() {
+    assert!(nix::unistd::Uid::effective().is_root(), "this test needs root, as on CI");
+    let ids = |extra: &[&str], sudo: bool| {
+        let mut args = vec!["exec", "--no-logging", "--output", "/tmp/ids.txt"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["sh", "-c", "echo $(id -u) $(id -g)"]);
+        let mut cmd = pyroscope(&args);
+        if sudo {
+            cmd.env("SUDO_UID", "65534").env("SUDO_GID", "65534");
+        }
+        let r = run(cmd, Duration::from_secs(20));
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        r.stdout.trim().to_string()
+    };
+    assert_eq!(ids(&[], false), "0 0");
+    assert_eq!(ids(&[], true), "65534 65534");
+    assert_eq!(ids(&["--no-root-drop"], true), "0 0");
+    assert_eq!(ids(&["--user-name", "nobody"], false), "65534 65534");
+    assert_eq!(ids(&["--user-name", "4321", "--group-name", "4322"], false), "4321 4322");
+    assert_eq!(ids(&["--group-name", "nogroup"], false), "0 65534");
+}
+
+/// A script with a `#!.../python3` line run directly (how gunicorn and friends start): the
+/// running executable is python, so it is profiled as Python.
+#[test]
+fn shebang_scripts_are_profiled() {
+    let dir = tempdir("shebang");
+    let script = dir.join("my-server");
+    let app = std::fs::read_to_string(example_app()).unwrap();
+    std::fs::write(&script, format!("#!{}\n{app}", py())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.join("p.txt");
+    let r = run(pyroscope(&["exec", "--output", path_str(&out), path_str(&script), "1"]), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("CPython 3.11"), "{}", r.stderr);
+    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    assert!(s > 30 && f > 5, "slow {s} fast {f}");
+}

@@ -60,7 +60,10 @@ fn push_carries_labels_tags_auth_stacks_and_split() {
     // The thread that only sleeps is (nearly) never on CPU.
     let total: i64 = all.iter().map(|s| s.value).sum();
     let idle: i64 = all.iter().filter(|s| s.has("idle_sleeper")).map(|s| s.value).sum();
-    assert!(idle * 50 < total, "idle thread in a CPU profile: {idle} of {total}");
+    // Were the sleeping thread taken for running, it would hold about half of all samples. What
+    // it does get is real: woken from sleep it competes for the GIL, which on a loaded 2-core
+    // machine costs a few percent of CPU (seen up to 4% on CPython 2.7).
+    assert!(idle * 10 < total, "idle thread in a CPU profile: {idle} of {total}");
     // About 4 s at 250 Hz of CPU were sampled, none lost at exit.
     let seconds = total as f64 / 1e9;
     assert!((3.0..=5.0).contains(&seconds), "{seconds} s of CPU sampled");

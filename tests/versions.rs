@@ -24,7 +24,10 @@ fn profile_version(version: &str, blocking: bool) {
     assert_split(slow, fast);
     let total: u64 = lines.iter().map(|(_, n)| n).sum();
     let idle: u64 = lines.iter().filter(|(s, _)| s.contains("idle_sleeper")).map(|(_, n)| n).sum();
-    assert!(idle * 50 < total, "{version}: idle thread in a CPU profile: {idle}/{total}");
+    // Were the sleeping thread taken for running, it would hold about half of all samples. What
+    // it does get is real: woken from sleep it competes for the GIL, which on a loaded 2-core
+    // machine costs a few percent of CPU (seen up to 4% on CPython 2.7).
+    assert!(idle * 10 < total, "idle thread in a CPU profile: {idle} of {total}");
     // The leaf of the hot path is `work` in app.py with a real line number.
     assert!(lines.iter().any(|(s, _)| s.ends_with(")") && s.contains(";work (") && s.contains("app.py:")), "{lines:?}");
 }

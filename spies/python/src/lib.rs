@@ -13,7 +13,7 @@ mod tids;
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy};
-use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, SpyOptions, Stack, ThreadActivity};
+use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, SpyOptions, Stack, ThreadStates};
 
 /// The Python runtime: detection and attaching.
 pub struct Python;
@@ -60,11 +60,13 @@ impl Runtime for Python {
             pid,
             inner,
             version,
+            states: ThreadStates::new(pid),
+            gil_fast_path: GilFastPath::default(),
             tids: tids::TidMap::default(),
         };
         // The interpreter may exist before its first thread state does: only call the spy ready
         // once a read succeeds.
-        spy.inner.get_stack_traces().map_err(|e| classify(pid, &e))?;
+        read_traces(&mut spy.inner, false, false).map_err(|e| classify(pid, &e))?;
         Ok(Box::new(spy))
     }
 }
@@ -100,15 +102,17 @@ struct PythonProcessSpy {
     pid: u32,
     inner: PythonSpy,
     version: String,
+    states: ThreadStates,
+    gil_fast_path: GilFastPath,
     tids: tids::TidMap,
 }
 
-impl PythonProcessSpy {
-    fn read(&mut self, locked: bool) -> anyhow::Result<Vec<py_spy::StackTrace>> {
-        let strategy = if locked { LockingStrategy::AlreadyLocked } else { LockingStrategy::NonBlocking };
-        self.inner.config.blocking = strategy;
-        self.inner.get_stack_traces()
-    }
+/// Reads thread stacks (only the GIL holder's with `gil_only`); `locked` when the caller has
+/// paused the process.
+fn read_traces(inner: &mut PythonSpy, locked: bool, gil_only: bool) -> anyhow::Result<Vec<py_spy::StackTrace>> {
+    inner.config.blocking = if locked { LockingStrategy::AlreadyLocked } else { LockingStrategy::NonBlocking };
+    inner.config.gil_only = gil_only;
+    inner.get_stack_traces()
 }
 
 impl Spy for PythonProcessSpy {
@@ -124,21 +128,47 @@ impl Spy for PythonProcessSpy {
         format!("CPython {}", self.version)
     }
 
-    fn sample(
-        &mut self,
-        activity: &ThreadActivity,
-        pauser: Option<&mut dyn Pauser>,
-        out: &mut Vec<Stack>,
-    ) -> Result<(), SampleError> {
+    fn sample(&mut self, pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
+        // Thread states first (a paused thread always looks idle). They also decide how much
+        // memory must be read: a CPU profile only wants the threads that are running.
+        let activity = self.states.read().map_err(|_| SampleError::Gone)?;
+        let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
+        let (first, second) = (running.next(), running.next());
+        let Some(only_running) = first else {
+            // Nothing on CPU: nothing to read.
+            return Ok(());
+        };
+        let try_gil_only = second.is_none() && self.gil_fast_path.enabled();
+        let (inner, tids, pid) = (&mut self.inner, &mut self.tids, self.pid);
+        let mut fast_hit = None;
+        let mut read = |locked: bool| -> anyhow::Result<Vec<py_spy::StackTrace>> {
+            if try_gil_only {
+                // One running thread: if it holds the GIL, its stack is the whole sample, and
+                // py-spy skips its own /proc scan and every idle thread's stack.
+                let traces = read_traces(inner, locked, true)?;
+                let hit = traces.len() == 1 && {
+                    let t = &traces[0];
+                    t.os_thread_id.map(|t| t as u32).or_else(|| tids.lookup(&inner.process, t.thread_id, activity))
+                        == Some(only_running)
+                };
+                fast_hit = Some(hit);
+                if hit {
+                    return Ok(traces);
+                }
+            }
+            read_traces(inner, locked, false)
+        };
         let traces = match pauser {
             Some(p) => {
                 let mut result = None;
-                p.paused(self.pid, &mut || result = Some(self.read(true)))
-                    .map_err(SampleError::Other)?;
+                p.paused(pid, &mut || result = Some(read(true))).map_err(SampleError::Other)?;
                 result.unwrap_or_else(|| Err(anyhow::anyhow!("process could not be paused")))
             }
-            None => self.read(false),
+            None => read(false),
         };
+        if let Some(hit) = fast_hit {
+            self.gil_fast_path.record(hit, self.pid);
+        }
         let traces = traces.map_err(|e| {
             let text = format!("{e:#}");
             if text.contains("No such process") || !spy::process_alive(self.pid) {
@@ -173,6 +203,31 @@ impl Spy for PythonProcessSpy {
             out.push(Stack { thread_id: tid.map(u64::from).unwrap_or(trace.thread_id), frames });
         }
         Ok(())
+    }
+}
+
+/// Whether reading only the GIL holder works for this process (it does not where py-spy cannot
+/// find the GIL holder): switched off after many misses without a hit.
+#[derive(Default)]
+struct GilFastPath {
+    hits: u64,
+    misses: u64,
+}
+
+impl GilFastPath {
+    fn enabled(&self) -> bool {
+        self.hits > 0 || self.misses < 20
+    }
+
+    fn record(&mut self, hit: bool, pid: u32) {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+            if !self.enabled() {
+                log::debug!("process {pid}: reading only the GIL holder does not work here; reading every thread");
+            }
+        }
     }
 }
 

@@ -51,13 +51,9 @@ pub trait Spy {
     /// A short description for logs, e.g. `CPython 3.11.7`.
     fn describe(&self) -> String;
     /// Takes one sample: pushes one [`Stack`] per thread that is on CPU (idle threads are left
-    /// out). With `pauser`, the process is stopped while its memory is read.
-    fn sample(
-        &mut self,
-        activity: &ThreadActivity,
-        pauser: Option<&mut dyn Pauser>,
-        out: &mut Vec<Stack>,
-    ) -> Result<(), SampleError>;
+    /// out). With `pauser`, the process is stopped while its memory is read (thread states must
+    /// then be read before the pause: a paused thread always looks idle).
+    fn sample(&mut self, pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError>;
 }
 
 /// Why a sample could not be taken.
@@ -128,7 +124,115 @@ pub trait Runtime: Sync {
     fn attach(&self, pid: u32, options: &SpyOptions) -> Result<Box<dyn Spy>, AttachError>;
 }
 
-/// Reads which threads of `pid` are running (`R` in `/proc/PID/task/TID/stat`).
+/// Tells which threads of a process are on CPU, cheaply, sample after sample.
+///
+/// A thread is on CPU when it is runnable (`R` in `/proc/PID/task/TID/stat`) **and** it has run
+/// since the previous read (its CPU time in `schedstat` grew). The second test keeps out threads
+/// that were just woken but are still waiting for a CPU, which on a busy machine would otherwise
+/// show up in a CPU profile. The `/proc/PID/task` directory and each thread's files stay open and
+/// are re-read in place (one `getdents` pass plus two `pread`s per thread).
+pub struct ThreadStates {
+    pid: u32,
+    dir: Option<std::fs::File>,
+    threads: HashMap<u32, ThreadFiles>,
+    buf: Vec<u8>,
+    activity: ThreadActivity,
+}
+
+struct ThreadFiles {
+    stat: std::fs::File,
+    schedstat: Option<std::fs::File>,
+    cpu_ns: Option<u64>,
+}
+
+impl ThreadStates {
+    pub fn new(pid: u32) -> Self {
+        ThreadStates { pid, dir: None, threads: HashMap::new(), buf: vec![0; 1024], activity: HashMap::new() }
+    }
+
+    /// Current state of every thread; an error means the process is gone.
+    pub fn read(&mut self) -> std::io::Result<&ThreadActivity> {
+        use std::os::unix::fs::FileExt;
+        let tids = self.list()?;
+        self.threads.retain(|tid, _| tids.contains(tid));
+        self.activity.clear();
+        for tid in tids {
+            if !self.threads.contains_key(&tid) {
+                let base = format!("/proc/{}/task/{tid}", self.pid);
+                let Ok(stat) = std::fs::File::open(format!("{base}/stat")) else { continue };
+                let schedstat = std::fs::File::open(format!("{base}/schedstat")).ok();
+                self.threads.insert(tid, ThreadFiles { stat, schedstat, cpu_ns: None });
+            }
+            let files = self.threads.get_mut(&tid).expect("inserted");
+            let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
+                self.threads.remove(&tid);
+                continue;
+            };
+            let Some(runnable) = parse_running(&self.buf[..n]) else { continue };
+            // CPU time so far (first field of schedstat, ns); None where the kernel lacks it.
+            let cpu_ns = files.schedstat.as_ref().and_then(|f| {
+                let n = f.read_at(&mut self.buf, 0).ok()?;
+                std::str::from_utf8(&self.buf[..n]).ok()?.split_whitespace().next()?.parse::<u64>().ok()
+            });
+            let ran = match (files.cpu_ns, cpu_ns) {
+                (Some(before), Some(now)) => now > before,
+                _ => true,
+            };
+            files.cpu_ns = cpu_ns;
+            self.activity.insert(tid, runnable && ran);
+        }
+        if self.activity.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no threads"));
+        }
+        Ok(&self.activity)
+    }
+
+    fn list(&mut self) -> std::io::Result<Vec<u32>> {
+        use std::os::fd::AsRawFd;
+        if self.dir.is_none() {
+            self.dir = Some(std::fs::File::open(format!("/proc/{}/task", self.pid))?);
+        }
+        let fd = self.dir.as_ref().expect("opened").as_raw_fd();
+        // Rewind and read the directory again (getdents64 on the kept-open fd).
+        if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut tids = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                break;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                let name = &buf[off + 19..off + reclen];
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                if let Some(tid) = std::str::from_utf8(&name[..end]).ok().and_then(|s| s.parse().ok()) {
+                    tids.push(tid);
+                }
+                off += reclen;
+            }
+        }
+        if tids.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "process exited"));
+        }
+        Ok(tids)
+    }
+}
+
+fn parse_running(stat: &[u8]) -> Option<bool> {
+    // The state follows the last ')' (the command name may contain ')').
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).map(|&s| s == b'R')
+}
+
+/// Reads which threads of `pid` are running (`R` in `/proc/PID/task/TID/stat`), once.
 pub fn thread_activity(pid: u32) -> std::io::Result<ThreadActivity> {
     let mut out = HashMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -144,10 +248,7 @@ pub fn thread_activity(pid: u32) -> std::io::Result<ThreadActivity> {
 }
 
 fn thread_running(pid: u32, tid: u32) -> Option<bool> {
-    let stat = std::fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // The state follows the last ')' (the command name may contain ')').
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    stat.get(close + 2).map(|&s| s == b'R')
+    parse_running(&std::fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
 }
 
 /// Whether `pid` exists and has not exited (a zombie, `Z`/`X` in its stat, has exited).
@@ -186,6 +287,23 @@ mod tests {
         let act = thread_activity(me).unwrap();
         // The main thread is reading its own stat, so it is running.
         assert_eq!(act.get(&me), Some(&true));
+    }
+
+    #[test]
+    fn thread_states_are_reread_in_place() {
+        let me = std::process::id();
+        let mut states = ThreadStates::new(me);
+        assert_eq!(states.read().unwrap().get(&me), Some(&true));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let act = states.read().unwrap().clone();
+        assert_eq!(act.len(), 2, "a new thread is picked up: {act:?}");
+        assert!(act.values().any(|running| !running), "the blocked thread is idle: {act:?}");
+        tx.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(states.read().unwrap().len(), 1);
+        assert!(ThreadStates::new(999_999_999).read().is_err());
     }
 
     #[test]

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Overhead benchmark: pyroscope vs py-spy on the same CPU-bound CPython program, in one run.
+
+For each configuration the target (bench/cpu_bound.py) does a fixed amount of work; runs of all
+configurations are interleaved and repeated, and medians are reported:
+  * CPU per sample: the profiler's own user+system CPU (rusage from wait4) / samples it took,
+    both attached to the running target with connect/--pid at 100 Hz. "all-in" includes attaching
+    (parsing the interpreter's binary) and exiting; "steady" is the marginal cost of one more
+    sample: (CPU of a long run - CPU of a short run) / (samples long - samples short), what an
+    always-on agent costs;
+  * target slowdown: the target's wall time for the work vs. the unprofiled baseline.
+
+Usage: python3 scripts/bench.py [--runs 5] [--rounds 5000] [--python PATH]
+py-spy is installed into target/bench-venv with pip when missing.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.path.join(ROOT, "bench", "cpu_bound.py")
+PYROSCOPE = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "pyroscope")
+VENV = os.path.join(ROOT, "target", "bench-venv")
+
+
+def ensure_tools():
+    if not os.path.exists(PYROSCOPE):
+        subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
+    pyspy = os.path.join(VENV, "bin", "py-spy")
+    if not os.path.exists(pyspy):
+        subprocess.check_call([sys.executable, "-m", "venv", VENV])
+        subprocess.check_call([os.path.join(VENV, "bin", "pip"), "install", "-q", "py-spy"])
+    version = subprocess.check_output([pyspy, "--version"]).decode().strip()
+    return pyspy, version
+
+
+def start_target(python, rounds):
+    p = subprocess.Popen([python, TARGET, str(rounds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def cpu_of(ru):
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_profiler(cmd):
+    """Starts a profiler; returns a function that waits for it and returns (cpu_s, output)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def finish():
+        out = p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        return cpu_of(ru), out
+
+    return finish
+
+
+def one_run(config, python, rounds, pyspy, tmp):
+    """Returns (target_wall_s, target_cpu_s, profiler_cpu_s or None, samples or None)."""
+    target = start_target(python, rounds)
+    pid = str(target.pid)
+    finish = None
+    if config == "pyroscope":
+        finish = run_profiler([PYROSCOPE, "connect", "--pid", pid, "--output", tmp + ".txt"])
+    elif config == "pyroscope --pyspy-blocking":
+        finish = run_profiler([PYROSCOPE, "connect", "--pid", pid, "--pyspy-blocking", "--output", tmp + ".txt"])
+    elif config == "py-spy record":
+        finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "-f", "raw", "-o", tmp + ".raw"])
+    elif config == "py-spy record --nonblocking":
+        finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "--nonblocking", "-f", "raw", "-o", tmp + ".raw"])
+    line = target.stdout.readline()
+    target.wait()
+    m = re.match(r"work ([\d.]+) ([\d.]+)", line)
+    wall, cpu = float(m.group(1)), float(m.group(2))
+    if finish is None:
+        return wall, cpu, None, None
+    prof_cpu, out = finish()
+    if config.startswith("pyroscope"):
+        m = re.search(r"(\d+) samples of", out)
+    else:
+        m = re.search(r"Samples: (\d+)", out)
+    samples = int(m.group(1)) if m else None
+    return wall, cpu, prof_cpu, samples
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5000)
+    ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
+    args = ap.parse_args()
+    pyspy, pyspy_version = ensure_tools()
+    configs = ["baseline", "pyroscope", "pyroscope --pyspy-blocking", "py-spy record", "py-spy record --nonblocking"]
+    results = {c: [] for c in configs}
+    tmp = os.path.join(ROOT, "target", "bench-out")
+    short = {c: [] for c in configs}
+    for r in range(args.runs):
+        # Rotate the order each run so drift on a noisy machine hits every configuration.
+        order = configs[r % len(configs):] + configs[: r % len(configs)]
+        for c in order:
+            results[c].append(one_run(c, args.python, args.rounds, pyspy, tmp))
+            time.sleep(0.2)
+            if c != "baseline":
+                short[c].append(one_run(c, args.python, args.rounds // 5, pyspy, tmp))
+                time.sleep(0.2)
+    base_wall = statistics.median(x[0] for x in results["baseline"])
+    py_ver = subprocess.check_output([args.python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]).decode().strip()
+    print("\nCPython %s, %s, %d runs of %d rounds (~%.1f s of work), 100 Hz, medians" % (py_ver, pyspy_version, args.runs, args.rounds, base_wall))
+    print("| profiler | samples | profiler CPU | CPU per sample, all-in | CPU per sample, steady | target wall | slowdown |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    per_sample = {}
+    for c in configs:
+        rs = results[c]
+        wall = statistics.median(x[0] for x in rs)
+        slow = (wall / base_wall - 1) * 100
+        if c == "baseline":
+            print("| none (baseline) | | | | | %.3f s | |" % wall)
+            continue
+        samples = statistics.median(x[3] or 0 for x in rs)
+        cpu = statistics.median(x[2] for x in rs)
+        per = statistics.median(x[2] / x[3] * 1e6 for x in rs if x[3])
+        marginal = statistics.median(
+            (l[2] - s[2]) / (l[3] - s[3]) * 1e6 for l, s in zip(rs, short[c]) if l[3] and s[3] and l[3] > s[3]
+        )
+        per_sample[c] = (per, marginal)
+        print("| %s | %d | %.1f ms | %.0f µs | %.0f µs | %.3f s | %+.1f%% |" % (c, samples, cpu * 1e3, per, marginal, wall, slow))
+    for other in ["py-spy record", "py-spy record --nonblocking"]:
+        a, b = per_sample["pyroscope"], per_sample[other]
+        print("\nCPU per sample, pyroscope / %s: all-in %.2f, steady %.2f" % (other, a[0] / b[0], a[1] / b[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (README and CI run exactly this).
+# Installs what the tests need when it is missing, then runs the whole suite: unit tests and
+# integration tests that run real CPython processes under the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v script >/dev/null || need_apt+=(util-linux)   # a real pty for the terminal test
+command -v setpriv >/dev/null || need_apt+=(util-linux)  # an unprivileged agent for the ptrace-permission test
+command -v readelf >/dev/null || need_apt+=(binutils)    # patching a libpython for the unsupported-version test
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The CPythons the tests run (pyenv, as on this project's machines). A missing one fails the
+# run here, loudly, rather than inside a test.
+PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+missing=()
+for v in 2.7 3.6 3.7 3.8 3.9 3.10 3.11 3.12 3.13; do
+  ls -d "$PYENV_ROOT/versions/$v".* >/dev/null 2>&1 || missing+=("$v")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v pyenv >/dev/null; then
+    for v in "${missing[@]}"; do
+      echo "installing CPython $v with pyenv (slow)"
+      pyenv install -s "$(pyenv install --list | tr -d ' ' | grep -E "^${v//./\\.}\.[0-9]+$" | tail -1)"
+    done
+  else
+    echo "error: CPython ${missing[*]} missing under $PYENV_ROOT/versions and no pyenv to install them" >&2
+    exit 1
+  fi
+fi
+
+cargo test --release --no-fail-fast "$@"
