@@ -33,4 +33,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-cargo test --release --no-fail-fast "$@"
+cargo test --release --workspace --no-fail-fast "$@"

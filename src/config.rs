@@ -48,9 +48,8 @@ pub struct Settings {
     pub detect_subprocesses: bool,
     pub blocking: bool,
     pub upload: Option<UploadSettingsDebug>,
+    /// Files written at exit: `--output`, or the default files when no server is given.
     pub outputs: Vec<(PathBuf, OutputFormat)>,
-    /// True when neither a server nor `--output` was given: the outputs are the default files.
-    pub default_outputs: bool,
 }
 
 /// Wrapper so `Settings` can derive Debug without showing secrets.
@@ -254,8 +253,7 @@ impl Settings {
         if let Some(path) = &args.output {
             outputs.push((path.clone(), OutputFormat::from_path(path)?));
         }
-        let default_outputs = upload.is_none() && outputs.is_empty();
-        if default_outputs {
+        if upload.is_none() && outputs.is_empty() {
             let stamp = crate::output::file_timestamp();
             for (ext, fmt) in [("svg", OutputFormat::Flamegraph), ("pb.gz", OutputFormat::Pprof)] {
                 outputs.push((PathBuf::from(format!("{app_name}-{stamp}.{ext}").replace('/', "_")), fmt));
@@ -270,7 +268,6 @@ impl Settings {
             blocking: args.pyspy_blocking,
             upload,
             outputs,
-            default_outputs,
         })
     }
 }

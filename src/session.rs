@@ -15,7 +15,7 @@ use crate::tracer::{Event, Exit, Tracer, TracerPauser};
 use crate::upload::{Labels, UploadStats, Uploader};
 use nix::poll::{PollFd, PollFlags};
 use nix::unistd::Pid;
-use spy::{AttachError, Pauser, Runtime, SampleError, Spy, SpyOptions, Stack};
+use spy::{AttachError, Pauser, Runtime, SampleError, Spy, Stack};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -58,10 +58,24 @@ struct Target {
     /// Whether this process was recognised as the runtime (vs. only tried because of an
     /// explicit --spy-name).
     detected: bool,
-    last_error: Option<AttachError>,
     sampled: bool,
     consecutive_panics: u32,
     errors: RateLimit,
+}
+
+impl Target {
+    fn new(pid: u32, runtime: &'static dyn Runtime, state: TargetState, detected: bool) -> Target {
+        Target {
+            pid,
+            runtime,
+            state,
+            since: Instant::now(),
+            detected,
+            sampled: false,
+            consecutive_panics: 0,
+            errors: RateLimit::new(Duration::from_secs(10)),
+        }
+    }
 }
 
 /// Processes not recognised (yet): re-checked a few times in case they load a runtime library
@@ -189,25 +203,11 @@ impl Session {
 
     fn add_active(&mut self, pid: u32, runtime: &'static dyn Runtime, spy: Box<dyn Spy>, detected: bool) {
         self.stats.ever_attached = true;
-        self.targets.insert(
-            pid,
-            Target {
-                pid,
-                runtime,
-                state: TargetState::Active(spy),
-                since: Instant::now(),
-                detected,
-                last_error: None,
-                sampled: false,
-                consecutive_panics: 0,
-                errors: RateLimit::new(Duration::from_secs(10)),
-            },
-        );
+        self.targets.insert(pid, Target::new(pid, runtime, TargetState::Active(spy), detected));
     }
 
     fn try_attach(&self, runtime: &'static dyn Runtime, pid: u32) -> Result<Box<dyn Spy>, AttachError> {
-        let options = SpyOptions { blocking: self.settings.blocking };
-        match in_spy(|| runtime.attach(pid, &options)) {
+        match in_spy(|| runtime.attach(pid)) {
             Ok(r) => r,
             Err(msg) => Err(AttachError::Other(format!("spy panicked while attaching: {msg}"))),
         }
@@ -238,20 +238,8 @@ impl Session {
         };
         self.watch.remove(&pid);
         log::debug!("process {pid} ({}) looks like {}", spy::exe_name(pid).unwrap_or_default(), runtime.runtime_name());
-        self.targets.insert(
-            pid,
-            Target {
-                pid,
-                runtime,
-                state: TargetState::Attaching { next_try: Instant::now() },
-                since: Instant::now(),
-                detected: detected.is_some(),
-                last_error: None,
-                sampled: false,
-                consecutive_panics: 0,
-                errors: RateLimit::new(Duration::from_secs(10)),
-            },
-        );
+        let attaching = TargetState::Attaching { next_try: Instant::now() };
+        self.targets.insert(pid, Target::new(pid, runtime, attaching, detected.is_some()));
         // Try right away: the earlier the first sample, the better.
         self.attach_pending(Some(pid));
     }
@@ -305,11 +293,10 @@ impl Session {
                     target.state = TargetState::Active(spy);
                     self.stats.ever_attached = true;
                 }
-                Err(AttachError::NotReady(m)) if target.since.elapsed() < ATTACH_PATIENCE => {
+                Err(AttachError::NotReady(_)) if target.since.elapsed() < ATTACH_PATIENCE => {
                     // Every tick for the first second (interpreter start-up), then every 100 ms.
                     let wait = if target.since.elapsed() < Duration::from_secs(1) { 5 } else { 100 };
                     target.state = TargetState::Attaching { next_try: now + Duration::from_millis(wait) };
-                    target.last_error = Some(AttachError::NotReady(m));
                 }
                 Err(AttachError::Gone) => {
                     self.targets.remove(&pid);
@@ -534,10 +521,9 @@ impl Session {
                 self.rotate_window(aligned);
                 window_end = aligned + UPLOAD_INTERVAL;
             }
-            if self.mode == Mode::Connect && !self.targets.contains_key(&(self.root.as_raw() as u32)) {
-                if !spy::process_alive(self.root.as_raw() as u32) {
-                    self.ending = Some(Ending::TargetExited);
-                }
+            let root = self.root.as_raw() as u32;
+            if self.mode == Mode::Connect && !self.targets.contains_key(&root) && !spy::process_alive(root) {
+                self.ending = Some(Ending::TargetExited);
             }
         };
         self.finish();

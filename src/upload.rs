@@ -176,7 +176,7 @@ impl Worker {
                 continue;
             }
             let mut job = self.queue.pop_front().expect("front exists");
-            match self.attempt(&mut job) {
+            match self.attempt(&mut job, deadline) {
                 Outcome::Done => self.stats.uploaded += 1,
                 Outcome::Rejected => self.stats.rejected += 1,
                 Outcome::Retry(why) => {
@@ -205,13 +205,18 @@ impl Worker {
         self.queue.push_back(Job { profile, body: None, attempts: 0, not_before: now, queued: now });
     }
 
-    fn attempt(&mut self, job: &mut Job) -> Outcome {
+    /// One upload try. After shutdown began (`deadline`), a request may not outlast it.
+    fn attempt(&mut self, job: &mut Job, deadline: Option<Instant>) -> Outcome {
         let pprof = job.body.get_or_insert_with(|| crate::pprof::to_pprof_gz(&job.profile)).clone();
         loop {
             let route = self.route;
             let request = match route {
                 Route::Push => self.push_request(pprof.clone()),
                 Route::Ingest => self.ingest_request(&job.profile, pprof.clone()),
+            };
+            let request = match deadline {
+                Some(d) => request.timeout(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))),
+                None => request,
             };
             let response = match self.authorize(request).send() {
                 Ok(r) => r,

@@ -13,7 +13,7 @@ mod tids;
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy};
-use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, SpyOptions, Stack, ThreadStates};
+use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates};
 
 /// The Python runtime: detection and attaching.
 pub struct Python;
@@ -24,7 +24,7 @@ pub const SPY_NAME: &str = "pyspy";
 /// `python3.11`, `python2.7`, `python3.13d`, ...).
 pub fn is_python_exe(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("python") else { return false };
-    let rest = rest.trim_end_matches(|c| matches!(c, 'd' | 'm' | 'u'));
+    let rest = rest.trim_end_matches(['d', 'm', 'u']);
     rest.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
@@ -46,7 +46,7 @@ impl Runtime for Python {
         spy::exe_name(pid).is_some_and(|n| is_python_exe(&n)) || spy::maps_library(pid, is_libpython)
     }
 
-    fn attach(&self, pid: u32, _options: &SpyOptions) -> Result<Box<dyn Spy>, AttachError> {
+    fn attach(&self, pid: u32) -> Result<Box<dyn Spy>, AttachError> {
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
             lineno: LineNo::LastInstruction,

@@ -104,13 +104,6 @@ impl fmt::Display for AttachError {
     }
 }
 
-/// Options shared by all spies.
-#[derive(Debug, Clone, Default)]
-pub struct SpyOptions {
-    /// Pause the target while reading it (consistent stacks, small cost to the target).
-    pub blocking: bool,
-}
-
 /// A runtime the agent knows how to profile: recognises its processes and attaches spies.
 pub trait Runtime: Sync {
     /// Spy name, as given to `--spy-name` and sent to the server.
@@ -121,7 +114,8 @@ pub trait Runtime: Sync {
     /// (`/proc/PID/exe`) and the libraries it maps (`/proc/PID/maps`), never from argv.
     fn detect(&self, pid: u32) -> bool;
     /// Attaches a spy to `pid`.
-    fn attach(&self, pid: u32, options: &SpyOptions) -> Result<Box<dyn Spy>, AttachError>;
+    /// Whether to pause the target is decided per sample (see [`Spy::sample`]).
+    fn attach(&self, pid: u32) -> Result<Box<dyn Spy>, AttachError>;
 }
 
 /// Tells which threads of a process are on CPU, cheaply, sample after sample.
@@ -232,25 +226,6 @@ fn parse_running(stat: &[u8]) -> Option<bool> {
     stat.get(close + 2).map(|&s| s == b'R')
 }
 
-/// Reads which threads of `pid` are running (`R` in `/proc/PID/task/TID/stat`), once.
-pub fn thread_activity(pid: u32) -> std::io::Result<ThreadActivity> {
-    let mut out = HashMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let Ok(entry) = entry else { continue };
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some(running) = thread_running(pid, tid) {
-            out.insert(tid, running);
-        }
-    }
-    Ok(out)
-}
-
-fn thread_running(pid: u32, tid: u32) -> Option<bool> {
-    parse_running(&std::fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
-}
-
 /// Whether `pid` exists and has not exited (a zombie, `Z`/`X` in its stat, has exited).
 pub fn process_alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { return false };
@@ -282,27 +257,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_threads_are_listed() {
-        let me = std::process::id();
-        let act = thread_activity(me).unwrap();
-        // The main thread is reading its own stat, so it is running.
-        assert_eq!(act.get(&me), Some(&true));
-    }
-
-    #[test]
     fn thread_states_are_reread_in_place() {
         let me = std::process::id();
+        let reader = unsafe { libc::gettid() } as u32;
         let mut states = ThreadStates::new(me);
-        assert_eq!(states.read().unwrap().get(&me), Some(&true));
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || rx.recv().unwrap());
+        // The thread reading its own state is running.
+        assert_eq!(states.read().unwrap().get(&reader), Some(&true));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let act = states.read().unwrap().clone();
-        assert_eq!(act.len(), 2, "a new thread is picked up: {act:?}");
-        assert!(act.values().any(|running| !running), "the blocked thread is idle: {act:?}");
-        tx.send(()).unwrap();
+        assert_eq!(act.get(&tid), Some(&false), "a new, blocked thread is picked up as idle: {act:?}");
+        go_tx.send(()).unwrap();
         t.join().unwrap();
-        assert_eq!(states.read().unwrap().len(), 1);
+        assert!(!states.read().unwrap().contains_key(&tid), "an exited thread is dropped");
         assert!(ThreadStates::new(999_999_999).read().is_err());
     }
 
