@@ -61,6 +61,10 @@ struct Target {
     sampled: bool,
     consecutive_panics: u32,
     errors: RateLimit,
+    /// Samples tried and failed since the last error message: a torn read now and then is
+    /// normal without pausing the target; only a real error rate deserves a warning.
+    tries: u64,
+    failures: u64,
 }
 
 impl Target {
@@ -74,6 +78,8 @@ impl Target {
             sampled: false,
             consecutive_panics: 0,
             errors: RateLimit::new(Duration::from_secs(10)),
+            tries: 0,
+            failures: 0,
         }
     }
 }
@@ -395,6 +401,7 @@ impl Session {
                 in_spy(|| spy.sample(pauser, &mut stacks))
             };
             let mut keep = true;
+            target.tries += 1;
             match result {
                 Ok(Ok(())) => {
                     target.consecutive_panics = 0;
@@ -411,9 +418,15 @@ impl Session {
                 Ok(Err(SampleError::Gone)) => keep = false,
                 Ok(Err(SampleError::Other(m))) => {
                     self.stats.errors += 1;
+                    target.failures += 1;
                     if let Some(n) = target.errors.check() {
                         let more = if n > 0 { format!(" ({n} more errors since the last message)") } else { String::new() };
-                        log::warn!("sampling process {pid} failed: {m}{more}");
+                        let (tries, failures) = (std::mem::take(&mut target.tries), std::mem::take(&mut target.failures));
+                        if tries >= 50 && failures * 10 >= tries {
+                            log::warn!("sampling process {pid} failed in {failures} of {tries} samples: {m}{more}");
+                        } else {
+                            log::debug!("sampling process {pid} failed: {m}{more}");
+                        }
                     }
                 }
                 Err(panic) => {
