@@ -9,6 +9,7 @@ need_apt=()
 command -v script >/dev/null || need_apt+=(util-linux)   # a real pty for the terminal test
 command -v setpriv >/dev/null || need_apt+=(util-linux)  # an unprivileged agent for the ptrace-permission test
 command -v readelf >/dev/null || need_apt+=(binutils)    # patching a libpython for the unsupported-version test
+command -v ruby >/dev/null || need_apt+=(ruby)           # the Ruby tests run Debian's MRI
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 #[command(
     name = "pyroscope",
     version,
-    about = "Profile Python programs without changing their code, and send the profiles to Pyroscope",
-    long_about = "Profile Python programs without changing their code, and send the profiles to \
+    about = "Profile Python and Ruby programs without changing their code, and send the profiles to Pyroscope",
+    long_about = "Profile Python and Ruby programs without changing their code, and send the profiles to \
 Pyroscope (or write them to local files when no server is given).\n\n\
   pyroscope exec [flags] [--] python app.py     start a program and profile it\n\
   pyroscope connect --pid N [flags]             profile a running process\n\n\
@@ -86,7 +86,8 @@ pub struct CommonArgs {
     #[arg(long, env = "PYROSCOPE_SAMPLE_RATE", default_value_t = 100, value_name = "HZ")]
     pub sample_rate: u32,
 
-    /// Which spy to use: `auto` (recognise the runtime from the running executable) or `pyspy`.
+    /// Which spy to use: `auto` (recognise the runtime from the running executable), `pyspy`
+    /// (CPython) or `rbspy` (MRI Ruby).
     #[arg(long, env = "PYROSCOPE_SPY_NAME", default_value = "auto", value_name = "NAME")]
     pub spy_name: String,
 

@@ -174,8 +174,8 @@ pub fn default_app_name(command: &[std::ffi::OsString], pid_exe: Option<String>)
         b.split('.').next().unwrap_or(b).to_string()
     };
     let mut name = args.first().map(|p| base(p)).or(pid_exe.map(|e| base(&e))).unwrap_or_else(|| "app".into());
-    if spy_python::is_python_exe(&name) || name == "env" {
-        // `python app.py`, `python -m module`: name it after what it runs.
+    if spy_python::is_python_exe(&name) || spy_ruby::is_ruby_exe(&name) || name == "env" {
+        // `python app.py`, `ruby app.rb`, `python -m module`: name it after what it runs.
         let mut it = args.iter().skip(1).skip_while(|a| name == "env" && (a.starts_with('-') || a.contains('=')));
         if name == "env" {
             it.next();
@@ -323,6 +323,7 @@ mod tests {
         assert_eq!(c(&["python", "-m", "http.server"]), "http.server");
         assert_eq!(c(&["gunicorn", "app:wsgi"]), "gunicorn");
         assert_eq!(c(&["python3", "-c", "import x; x.run()"]), "python3");
+        assert_eq!(c(&["ruby", "worker.rb"]), "worker");
         assert_eq!(c(&["/usr/bin/env", "python3", "x.py"]), "x");
     }
 }

@@ -9,8 +9,7 @@ struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
-            && (metadata.target().starts_with("pyroscope") || metadata.target().starts_with("spy"))
+        metadata.level() <= log::max_level() && ours(metadata.target())
     }
 
     fn log(&self, record: &log::Record) {
@@ -33,6 +32,12 @@ impl log::Log for StderrLogger {
 }
 
 static LOGGER: StderrLogger = StderrLogger;
+
+/// Only our crates log; libraries (py-spy, rbspy, spytools, reqwest...) would flood stderr.
+fn ours(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    matches!(krate, "pyroscope" | "spy" | "spy_python" | "spy_ruby")
+}
 
 /// Installs the logger. `--no-logging` silences everything; fatal errors are printed by `main`.
 pub fn init(level: LogLevel, no_logging: bool) {
@@ -80,6 +85,16 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_crates_log() {
+        assert!(ours("pyroscope::session"));
+        assert!(ours("spy_ruby"));
+        assert!(ours("spy_python::tids"));
+        assert!(!ours("spytools::process"));
+        assert!(!ours("rbspy::core"));
+        assert!(!ours("py_spy::python_spy"));
+    }
 
     #[test]
     fn rate_limit_counts_suppressed() {

@@ -187,6 +187,7 @@ mod tests {
             start: UNIX_EPOCH,
             end: UNIX_EPOCH + Duration::from_secs(1),
             period_ns: 10_000_000,
+            spy_name: "pyspy",
         }
     }
 

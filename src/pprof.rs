@@ -276,6 +276,7 @@ mod tests {
             start,
             end: start + Duration::from_secs(10),
             period_ns: 10_000_000,
+            spy_name: "pyspy",
         };
         let bytes = to_pprof(&p).encode_to_vec();
         let d = PprofProfile::decode(&bytes[..]).unwrap();

@@ -15,6 +15,8 @@ pub struct Profile {
     pub end: SystemTime,
     /// Nanoseconds of CPU one sample stands for (1e9 / sample rate).
     pub period_ns: u64,
+    /// The spy that took most of the samples (`pyspy`, `rbspy`).
+    pub spy_name: &'static str,
 }
 
 impl Profile {
@@ -44,6 +46,8 @@ pub struct Aggregator {
     frame_ids: HashMap<Frame, u32>,
     frames: Vec<Frame>,
     window: Counts,
+    window_spies: HashMap<&'static str, u64>,
+    total_spies: HashMap<&'static str, u64>,
     window_start: SystemTime,
     total: Option<Counts>,
     run_start: SystemTime,
@@ -57,6 +61,8 @@ impl Aggregator {
             frame_ids: HashMap::new(),
             frames: Vec::new(),
             window: HashMap::new(),
+            window_spies: HashMap::new(),
+            total_spies: HashMap::new(),
             window_start: start,
             total: keep_total.then(HashMap::new),
             run_start: start,
@@ -69,8 +75,10 @@ impl Aggregator {
         self.window_start
     }
 
-    /// Adds one sample of one thread.
-    pub fn add(&mut self, stack: Stack) {
+    /// Adds one sample of one thread, taken by `spy`.
+    pub fn add(&mut self, stack: Stack, spy: &'static str) {
+        *self.window_spies.entry(spy).or_default() += 1;
+        *self.total_spies.entry(spy).or_default() += 1;
         self.scratch.clear();
         for frame in stack.frames {
             let id = match self.frame_ids.get(&frame) {
@@ -94,20 +102,27 @@ impl Aggregator {
     /// window holds no samples (empty profiles are not uploaded).
     pub fn take_window(&mut self, start: SystemTime, end: SystemTime) -> Option<Profile> {
         let counts = std::mem::take(&mut self.window);
+        let spies = std::mem::take(&mut self.window_spies);
         self.window_start = end;
         if counts.is_empty() {
             return None;
         }
-        Some(self.build(counts.into_iter(), start, end))
+        Some(self.build(counts.into_iter(), start, end, main_spy(&spies)))
     }
 
     /// The whole run so far (when totals are kept).
     pub fn total(&self, end: SystemTime) -> Option<Profile> {
         let total = self.total.as_ref()?;
-        Some(self.build(total.iter().map(|(k, v)| (k.clone(), *v)), self.run_start, end))
+        Some(self.build(total.iter().map(|(k, v)| (k.clone(), *v)), self.run_start, end, main_spy(&self.total_spies)))
     }
 
-    fn build(&self, counts: impl Iterator<Item = (Vec<u32>, u64)>, start: SystemTime, end: SystemTime) -> Profile {
+    fn build(
+        &self,
+        counts: impl Iterator<Item = (Vec<u32>, u64)>,
+        start: SystemTime,
+        end: SystemTime,
+        spy_name: &'static str,
+    ) -> Profile {
         // Re-index so the profile carries only the frames it uses.
         let mut remap: HashMap<u32, u32> = HashMap::new();
         let mut frames = Vec::new();
@@ -126,8 +141,13 @@ impl Aggregator {
             })
             .collect();
         stacks.sort();
-        Profile { frames, stacks, start, end, period_ns: self.period_ns }
+        Profile { frames, stacks, start, end, period_ns: self.period_ns, spy_name }
     }
+}
+
+/// The spy with the most samples (a process tree rarely mixes runtimes).
+fn main_spy(counts: &HashMap<&'static str, u64>) -> &'static str {
+    counts.iter().max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name))).map(|(name, _)| *name).unwrap_or("")
 }
 
 fn bump(counts: &mut Counts, stack: &[u32]) {
@@ -163,20 +183,22 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut a = Aggregator::new(100, t0, true);
         for _ in 0..3 {
-            a.add(Stack { thread_id: 1, frames: vec![f("main"), f("slow")] });
+            a.add(Stack { thread_id: 1, frames: vec![f("main"), f("slow")] }, "pyspy");
         }
-        a.add(Stack { thread_id: 1, frames: vec![f("main"), f("fast")] });
+        a.add(Stack { thread_id: 1, frames: vec![f("main"), f("fast")] }, "pyspy");
         let w = a.take_window(t0, t0 + Duration::from_secs(10)).unwrap();
         assert_eq!(w.total_samples(), 4);
         assert_eq!(w.frames.len(), 3);
         assert_eq!(w.period_ns, 10_000_000);
+        assert_eq!(w.spy_name, "pyspy");
         let texts: Vec<_> = w.stacks.iter().map(|(s, n)| (w.stack_text(s, |f| f.function.clone()), *n)).collect();
         assert!(texts.contains(&("main;slow".into(), 3)));
         assert!(texts.contains(&("main;fast".into(), 1)));
         assert!(a.take_window(t0, t0).is_none());
-        a.add(Stack { thread_id: 1, frames: vec![f("other")] });
+        a.add(Stack { thread_id: 1, frames: vec![f("other")] }, "rbspy");
         let w2 = a.take_window(t0, t0).unwrap();
         assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");
+        assert_eq!(w2.spy_name, "rbspy");
         assert_eq!(a.total(t0).unwrap().total_samples(), 5);
     }
 

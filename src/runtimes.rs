@@ -4,10 +4,11 @@ use anyhow::{bail, Result};
 use spy::Runtime;
 
 static PYTHON: spy_python::Python = spy_python::Python;
+static RUBY: spy_ruby::Ruby = spy_ruby::Ruby;
 
 /// Every runtime compiled in.
 pub fn all() -> Vec<&'static dyn Runtime> {
-    vec![&PYTHON]
+    vec![&PYTHON, &RUBY]
 }
 
 /// Names accepted by `--spy-name`.
@@ -21,7 +22,7 @@ pub fn check_spy_name(name: &str) -> Result<()> {
         return Ok(());
     }
     let available = spy_names().join(", ");
-    if matches!(name, "rbspy" | "dotnetspy") {
+    if name == "dotnetspy" {
         bail!("spy {name:?} is not available in this build yet; available spies: auto, {available}");
     }
     bail!("spy {name:?} is not supported; available spies: auto, {available}");

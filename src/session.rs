@@ -138,12 +138,7 @@ impl Session {
         let uploader = match &settings.upload {
             Some(u) => Some(Uploader::start(
                 u.0.clone(),
-                Labels {
-                    app_name: settings.app_name.clone(),
-                    tags: settings.tags.clone(),
-                    spy_name: runtimes.first().map(|r| r.spy_name()).unwrap_or("pyspy").to_string(),
-                    sample_rate: settings.sample_rate,
-                },
+                Labels { app_name: settings.app_name.clone(), tags: settings.tags.clone(), sample_rate: settings.sample_rate },
             )?),
             None => None,
         };
@@ -213,7 +208,7 @@ impl Session {
     }
 
     fn try_attach(&self, runtime: &'static dyn Runtime, pid: u32) -> Result<Box<dyn Spy>, AttachError> {
-        match in_spy(|| runtime.attach(pid)) {
+        match in_spy(|| runtime.attach(pid, self.settings.sample_rate)) {
             Ok(r) => r,
             Err(msg) => Err(AttachError::Other(format!("spy panicked while attaching: {msg}"))),
         }
@@ -410,12 +405,18 @@ impl Session {
                         target.sampled = true;
                         log::debug!("first sample of process {pid} {} ms after it started", target.since.elapsed().as_millis());
                     }
+                    let spy_name = spy.name();
                     for s in stacks.drain(..) {
                         self.stats.stacks += 1;
-                        self.aggregator.add(s);
+                        self.aggregator.add(s, spy_name);
                     }
                 }
                 Ok(Err(SampleError::Gone)) => keep = false,
+                Ok(Err(SampleError::Fatal(m))) => {
+                    log::error!("process {pid} is no longer profiled: {m}");
+                    self.stats.attach_failed = true;
+                    keep = false;
+                }
                 Ok(Err(SampleError::Other(m))) => {
                     self.stats.errors += 1;
                     target.failures += 1;

@@ -31,7 +31,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub struct Labels {
     pub app_name: String,
     pub tags: BTreeMap<String, String>,
-    pub spy_name: String,
     pub sample_rate: u32,
 }
 
@@ -211,7 +210,7 @@ impl Worker {
         loop {
             let route = self.route;
             let request = match route {
-                Route::Push => self.push_request(pprof.clone()),
+                Route::Push => self.push_request(job.profile.spy_name, pprof.clone()),
                 Route::Ingest => self.ingest_request(&job.profile, pprof.clone()),
             };
             let request = match deadline {
@@ -252,11 +251,11 @@ impl Worker {
         url
     }
 
-    fn push_request(&self, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
+    fn push_request(&self, spy_name: &str, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
         let mut labels: Vec<LabelPair> = vec![
             LabelPair { name: "__name__".into(), value: "process_cpu".into() },
             LabelPair { name: "service_name".into(), value: self.labels.app_name.clone() },
-            LabelPair { name: "pyroscope_spy".into(), value: self.labels.spy_name.clone() },
+            LabelPair { name: "pyroscope_spy".into(), value: spy_name.to_string() },
         ];
         labels.extend(self.labels.tags.iter().map(|(k, v)| LabelPair { name: k.clone(), value: v.clone() }));
         labels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -286,7 +285,7 @@ impl Worker {
             .append_pair("until", &until.max(from + 1).to_string())
             .append_pair("format", "pprof")
             .append_pair("sampleRate", &self.labels.sample_rate.to_string())
-            .append_pair("spyName", &self.labels.spy_name);
+            .append_pair("spyName", p.spy_name);
         self.client.post(url).header("Content-Type", "application/octet-stream").body(pprof_gz)
     }
 

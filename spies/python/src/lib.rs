@@ -46,7 +46,7 @@ impl Runtime for Python {
         spy::exe_name(pid).is_some_and(|n| is_python_exe(&n)) || spy::maps_library(pid, is_libpython)
     }
 
-    fn attach(&self, pid: u32) -> Result<Box<dyn Spy>, AttachError> {
+    fn attach(&self, pid: u32, _sample_rate: u32) -> Result<Box<dyn Spy>, AttachError> {
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
             lineno: LineNo::LastInstruction,

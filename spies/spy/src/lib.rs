@@ -63,13 +63,16 @@ pub enum SampleError {
     Gone,
     /// Anything else; the message is for logs. Sampling goes on.
     Other(String),
+    /// The spy cannot go on (e.g. the runtime's version turned out unsupported): the process is
+    /// no longer profiled, and the message says why.
+    Fatal(String),
 }
 
 impl fmt::Display for SampleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SampleError::Gone => write!(f, "process exited"),
-            SampleError::Other(m) => f.write_str(m),
+            SampleError::Other(m) | SampleError::Fatal(m) => f.write_str(m),
         }
     }
 }
@@ -114,8 +117,9 @@ pub trait Runtime: Sync {
     /// (`/proc/PID/exe`) and the libraries it maps (`/proc/PID/maps`), never from argv.
     fn detect(&self, pid: u32) -> bool;
     /// Attaches a spy to `pid`.
-    /// Whether to pause the target is decided per sample (see [`Spy::sample`]).
-    fn attach(&self, pid: u32) -> Result<Box<dyn Spy>, AttachError>;
+    /// Attaches a spy to `pid`. Whether to pause the target is decided per sample (see
+    /// [`Spy::sample`]); `sample_rate` is for spies that keep their own schedule.
+    fn attach(&self, pid: u32, sample_rate: u32) -> Result<Box<dyn Spy>, AttachError>;
 }
 
 /// Tells which threads of a process are on CPU, cheaply, sample after sample.
