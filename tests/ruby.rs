@@ -127,3 +127,82 @@ fn rbspy_on_a_process_that_is_not_ruby() {
     assert!(r.stderr.contains("does not look like a Ruby process"), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"));
 }
+
+/// A copy of Debian's libruby whose `ruby_version` claims another version (the interpreter is
+/// still 3.1.2): how a Ruby release newer than rbspy's table looks to the spy.
+fn libruby_claiming(version: &str) -> std::path::PathBuf {
+    let dir = tempdir(&format!("libruby-{version}"));
+    let src = std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1");
+    let src = std::fs::canonicalize(&src).expect("Debian's libruby-3.1");
+    let dst = dir.join("libruby-3.1.so.3.1");
+    let readelf = |flag: &str| String::from_utf8(Command::new("readelf").arg(flag).arg(&src).output().unwrap().stdout).unwrap();
+    let addr = readelf("-sW")
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some("ruby_version"))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .expect("ruby_version symbol");
+    let offset = readelf("-SW")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
+            let (a, o, s) = (
+                u64::from_str_radix(f.get(2)?, 16).ok()?,
+                u64::from_str_radix(f.get(3)?, 16).ok()?,
+                u64::from_str_radix(f.get(4)?, 16).ok()?,
+            );
+            (a <= addr && addr < a + s).then(|| (addr - a + o) as usize)
+        })
+        .next()
+        .unwrap();
+    let mut bytes = std::fs::read(&src).unwrap();
+    assert_eq!(&bytes[offset..offset + 6], b"3.1.2\0");
+    bytes[offset..offset + 5].copy_from_slice(version.as_bytes());
+    std::fs::write(&dst, bytes).unwrap();
+    dir
+}
+
+fn exec_with_libruby(dir: &std::path::Path, args: &[&str]) -> Run {
+    let out = dir.join("p.txt");
+    let mut full = vec!["exec", "--output", path_str(&out)];
+    full.extend_from_slice(args);
+    let mut cmd = pyroscope(&full);
+    cmd.env("LD_LIBRARY_PATH", dir);
+    run(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
+    let dir = libruby_claiming("3.1.9");
+    let r = exec_with_libruby(&dir, &[&ruby(), path_str(&ruby_app()), "3"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warn:")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {}", r.stderr);
+    assert!(warnings[0].contains("Ruby 3.1.9") && warnings[0].contains("as Ruby 3.1.7"), "{}", warnings[0]);
+    assert!(r.stderr.contains("reads Ruby 3.1.9 correctly"), "{}", r.stderr);
+    let lines = collapsed(&std::fs::read_to_string(dir.join("p.txt")).unwrap());
+    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
+    assert_split(s, f);
+}
+
+#[test]
+fn a_fallback_layout_that_does_not_fit_stops_with_a_clear_error() {
+    // A 3.1 interpreter claiming 2.7.9 is read with 2.7.8's layout: that must be caught.
+    let dir = libruby_claiming("2.7.9");
+    let r = exec_with_libruby(&dir, &[&ruby(), "--disable-gems", path_str(&ruby_app()), "3"]);
+    assert_eq!(r.code, Some(0), "the program is unaffected: {}", r.stderr);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(errors[0].contains("Ruby 2.7.9") && errors[0].contains("2.7.8"), "{}", errors[0]);
+    let text = std::fs::read_to_string(dir.join("p.txt")).unwrap();
+    assert!(!text.contains("slow_function"), "no stacks from a wrong layout: {text}");
+}
+
+#[test]
+fn an_unknown_minor_version_is_unsupported() {
+    let dir = libruby_claiming("9.9.9");
+    let r = exec_with_libruby(&dir, &[&ruby(), "--disable-gems", "-e", "x = 0; 2_000_000.times { |i| x += i }; exit 5"]);
+    assert_eq!(r.code, Some(5));
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(errors[0].contains("Ruby 9.9.9 is not supported"), "{}", errors[0]);
+}

@@ -10,6 +10,8 @@
 //! * only the thread holding the GVL is sampled (one trace per sample at most);
 //! * on-CPU only (`on_cpu_only`): a process whose threads all sleep yields no trace.
 
+mod version;
+
 use rbspy::sampler::Sampler;
 use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, Stack};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -55,14 +57,47 @@ impl Runtime for Ruby {
         if !spy::maps_library(pid, is_libruby) && !maps_ruby_symbols(pid) {
             return Err(AttachError::NotReady("libruby not mapped yet".into()));
         }
+        let running = version::read(pid).map_err(AttachError::NotReady)?;
+        let forced = match version::fallback(&running) {
+            None => None,
+            Some(Some(known)) => {
+                log::warn!(
+                    "process {pid} runs Ruby {running}, which rbspy 0.55 does not know: reading it as Ruby {known}, \
+                     the nearest known release of the same minor version (its first stacks are checked)"
+                );
+                Some(known)
+            }
+            Some(None) => {
+                return Err(AttachError::Unsupported(format!(
+                    "Ruby {running} is not supported (rbspy 0.55 knows no release of that minor version)"
+                )))
+            }
+        };
         // Lock: never (the agent pauses targets itself); on-CPU only: a CPU profile.
-        let sampler = Sampler::new(pid as rbspy::Pid, sample_rate.max(1), false, None, false, None, true);
+        let sampler = Sampler::new(
+            pid as rbspy::Pid,
+            sample_rate.max(1),
+            false,
+            None,
+            false,
+            forced.map(str::to_string),
+            true,
+        );
         let (trace_tx, traces) = mpsc::sync_channel(sample_rate.max(1) as usize * 2);
         let (result_tx, results) = mpsc::channel();
         sampler
             .start(trace_tx, result_tx)
             .map_err(|e| AttachError::Other(format!("cannot start the rbspy sampler: {e:#}")))?;
-        Ok(Box::new(RubyProcessSpy { pid, sampler, traces: Some(traces), results: Some(results), cwd: cwd_of(pid) }))
+        let unverified = forced.map(|known| Unverified { running: running.clone(), known, sane: 0 });
+        Ok(Box::new(RubyProcessSpy {
+            pid,
+            sampler,
+            traces: Some(traces),
+            results: Some(results),
+            cwd: cwd_of(pid),
+            version: running,
+            unverified,
+        }))
     }
 }
 
@@ -82,6 +117,35 @@ struct RubyProcessSpy {
     traces: Option<Receiver<rbspy::StackTrace>>,
     results: Option<Receiver<anyhow::Result<()>>>,
     cwd: Option<String>,
+    version: String,
+    /// Set while a version fallback is on trial.
+    unverified: Option<Unverified>,
+}
+
+/// A process read with another release's layout, until enough of its stacks looked sane.
+struct Unverified {
+    running: String,
+    known: &'static str,
+    sane: u32,
+}
+
+/// Stacks that must look right before a fallback layout is trusted.
+const SANE_STACKS_NEEDED: u32 = 5;
+
+/// Whether a trace looks like real Ruby: every frame has a printable, non-empty name and path,
+/// and some frame is Ruby code (`.rb`) or the main script.
+fn looks_sane(trace: &rbspy::StackTrace) -> Result<(), String> {
+    let printable = |s: &str| !s.is_empty() && s.len() < 4096 && s.chars().all(|c| !c.is_control());
+    for f in &trace.trace {
+        if !printable(&f.name) || !printable(&f.relative_path) {
+            return Err(format!("unreadable frame {:?} in {:?}", f.name, f.relative_path));
+        }
+    }
+    let rubyish = trace.trace.iter().any(|f| f.relative_path.ends_with(".rb") || f.name == "<main>");
+    if !rubyish {
+        return Err("no Ruby code in the stack".into());
+    }
+    Ok(())
 }
 
 impl Spy for RubyProcessSpy {
@@ -94,7 +158,10 @@ impl Spy for RubyProcessSpy {
     }
 
     fn describe(&self) -> String {
-        "MRI Ruby".into()
+        match &self.unverified {
+            Some(u) => format!("MRI Ruby {} read as {}", u.running, u.known),
+            None => format!("MRI Ruby {}", self.version),
+        }
     }
 
     fn sample(&mut self, _pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
@@ -104,6 +171,19 @@ impl Spy for RubyProcessSpy {
                 Ok(trace) => {
                     if trace.on_cpu == Some(false) || trace.trace.is_empty() {
                         continue;
+                    }
+                    if let Some(u) = &mut self.unverified {
+                        if let Err(why) = looks_sane(&trace) {
+                            return Err(SampleError::Fatal(format!(
+                                "stacks read with Ruby {}'s layout look wrong ({why}): Ruby {} is not supported",
+                                u.known, u.running
+                            )));
+                        }
+                        u.sane += 1;
+                        if u.sane >= SANE_STACKS_NEEDED {
+                            log::info!("process {}: Ruby {}'s layout reads Ruby {} correctly", self.pid, u.known, u.running);
+                            self.unverified = None;
+                        }
                     }
                     out.push(convert(&trace, self.cwd.as_deref()));
                 }
@@ -118,7 +198,10 @@ impl Spy for RubyProcessSpy {
                 log::debug!("rbspy sampler of {} ended: {e:#}", self.pid);
                 Err(SampleError::Gone)
             }
-            Ok(Err(e)) => Err(SampleError::Fatal(format!("{e:#}"))),
+            Ok(Err(e)) => Err(SampleError::Fatal(match &self.unverified {
+                Some(u) => format!("reading Ruby {} with Ruby {}'s layout failed: {e:#}", u.running, u.known),
+                None => format!("{e:#}"),
+            })),
             Err(_) => Ok(()),
         }
     }
