@@ -130,6 +130,13 @@ pub struct CommonArgs {
           require_equals = true, default_value = "false", default_missing_value = "true",
           value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub pyspy_blocking: bool,
+
+    /// Pause Ruby targets while reading their stacks (works with `connect`; under `exec` the
+    /// agent is already the tracer and rbspy cannot pause the process: it samples without).
+    #[arg(long, env = "PYROSCOPE_RBSPY_BLOCKING", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub rbspy_blocking: bool,
 }
 
 #[derive(Args, Debug)]

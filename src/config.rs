@@ -46,7 +46,8 @@ pub struct Settings {
     pub sample_rate: u32,
     pub spy_name: String,
     pub detect_subprocesses: bool,
-    pub blocking: bool,
+    /// Spies (by name) whose targets are paused while read.
+    pub blocking: Vec<&'static str>,
     pub upload: Option<UploadSettingsDebug>,
     /// Files written at exit: `--output`, or the default files when no server is given.
     pub outputs: Vec<(PathBuf, OutputFormat)>,
@@ -265,7 +266,10 @@ impl Settings {
             sample_rate: if args.sample_rate == 0 { 100 } else { args.sample_rate.min(10_000) },
             spy_name,
             detect_subprocesses: args.detect_subprocesses,
-            blocking: args.pyspy_blocking,
+            blocking: [(args.pyspy_blocking, "pyspy"), (args.rbspy_blocking, "rbspy")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect(),
             upload,
             outputs,
         })

@@ -15,7 +15,7 @@ use crate::tracer::{Event, Exit, Tracer, TracerPauser};
 use crate::upload::{Labels, UploadStats, Uploader};
 use nix::poll::{PollFd, PollFlags};
 use nix::unistd::Pid;
-use spy::{AttachError, Pauser, Runtime, SampleError, Spy, Stack};
+use spy::{AttachError, AttachOptions, Pauser, Runtime, SampleError, Spy, Stack};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -208,7 +208,12 @@ impl Session {
     }
 
     fn try_attach(&self, runtime: &'static dyn Runtime, pid: u32) -> Result<Box<dyn Spy>, AttachError> {
-        match in_spy(|| runtime.attach(pid, self.settings.sample_rate)) {
+        let options = AttachOptions {
+            sample_rate: self.settings.sample_rate,
+            blocking: self.settings.blocking.contains(&runtime.spy_name()),
+            traced_by_agent: self.tracer.as_ref().is_some_and(|t| t.traces(Pid::from_raw(pid as i32))),
+        };
+        match in_spy(|| runtime.attach(pid, &options)) {
             Ok(r) => r,
             Err(msg) => Err(AttachError::Other(format!("spy panicked while attaching: {msg}"))),
         }
@@ -380,7 +385,7 @@ impl Session {
             let mut target = self.targets.remove(&pid).expect("target exists");
             let TargetState::Active(spy) = &mut target.state else { unreachable!() };
             let mut stacks = std::mem::take(&mut self.stacks);
-            let blocking = self.settings.blocking;
+            let blocking = self.settings.blocking.contains(&spy.name());
             let traced = self.tracer.as_ref().is_some_and(|t| t.traces(Pid::from_raw(pid as i32)));
             let result = {
                 let mut tracer_pauser;

@@ -206,3 +206,31 @@ fn an_unknown_minor_version_is_unsupported() {
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     assert!(errors[0].contains("Ruby 9.9.9 is not supported"), "{}", errors[0]);
 }
+
+/// `--rbspy-blocking` with connect: rbspy pauses the process for each sample (it is not traced
+/// by us); the program runs to its normal end.
+#[test]
+fn connect_with_rbspy_blocking() {
+    let out = tempdir("rb-blocking").join("p.txt");
+    let mut app = Command::new(ruby()).arg(ruby_app()).arg("3").stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = app.id().to_string();
+    let r = run(pyroscope(&["connect", "--pid", &pid, "--rbspy-blocking", "--sample-rate", "200", "--output", path_str(&out)]), Duration::from_secs(30));
+    assert!(app.wait().unwrap().success());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!r.stderr.contains("warn:"), "{}", r.stderr);
+    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    assert_split(s, f);
+}
+
+/// Under exec the agent is the tracer, so rbspy cannot pause the process: one warning, and the
+/// program is still profiled (without pausing).
+#[test]
+fn exec_with_rbspy_blocking_says_why_it_cannot_pause() {
+    let out = tempdir("rb-exec-blocking").join("p.txt");
+    let r = run(pyroscope(&["exec", "--rbspy-blocking", "--output", path_str(&out), &ruby(), path_str(&ruby_app()), "2"]), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("--rbspy-blocking does not work under exec").count(), 1, "{}", r.stderr);
+    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    assert!(s > 60 && f > 10, "slow {s} fast {f}");
+}

@@ -13,7 +13,7 @@ mod tids;
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy};
-use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates};
+use spy::{AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates};
 
 /// The Python runtime: detection and attaching.
 pub struct Python;
@@ -46,7 +46,7 @@ impl Runtime for Python {
         spy::exe_name(pid).is_some_and(|n| is_python_exe(&n)) || spy::maps_library(pid, is_libpython)
     }
 
-    fn attach(&self, pid: u32, _sample_rate: u32) -> Result<Box<dyn Spy>, AttachError> {
+    fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
             lineno: LineNo::LastInstruction,

@@ -13,7 +13,7 @@
 mod version;
 
 use rbspy::sampler::Sampler;
-use spy::{AttachError, Frame, Pauser, Runtime, SampleError, Spy, Stack};
+use spy::{AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
@@ -45,7 +45,8 @@ impl Runtime for Ruby {
         spy::exe_name(pid).is_some_and(|n| is_ruby_exe(&n)) || spy::maps_library(pid, is_libruby)
     }
 
-    fn attach(&self, pid: u32, sample_rate: u32) -> Result<Box<dyn Spy>, AttachError> {
+    fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
+        let sample_rate = options.sample_rate;
         if !spy::process_alive(pid) {
             return Err(AttachError::Gone);
         }
@@ -73,11 +74,20 @@ impl Runtime for Ruby {
                 )))
             }
         };
-        // Lock: never (the agent pauses targets itself); on-CPU only: a CPU profile.
+        // Blocking: rbspy's sampler pauses the process itself (PTRACE_SEIZE per sample), which only
+        // works when the agent is not already its tracer. On-CPU only: a CPU profile.
+        let lock = options.blocking && !options.traced_by_agent;
+        if options.blocking && options.traced_by_agent {
+            log::warn!(
+                "--rbspy-blocking does not work under exec: rbspy pauses a process by ptrace-attaching to it, \
+                 and pyroscope already traces process {pid}; sampling it without pausing (use `pyroscope connect` \
+                 for blocking mode)"
+            );
+        }
         let sampler = Sampler::new(
             pid as rbspy::Pid,
             sample_rate.max(1),
-            false,
+            lock,
             None,
             false,
             forced.map(str::to_string),

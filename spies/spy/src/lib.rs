@@ -107,6 +107,18 @@ impl fmt::Display for AttachError {
     }
 }
 
+/// How a spy is attached.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachOptions {
+    /// Samples per second, for spies that keep their own schedule.
+    pub sample_rate: u32,
+    /// Pause the target while reading it. Spies driven by the agent get a [`Pauser`] in
+    /// [`Spy::sample`]; spies with their own schedule must pause by themselves.
+    pub blocking: bool,
+    /// The agent is the target's ptrace tracer (exec), so nobody else can ptrace it.
+    pub traced_by_agent: bool,
+}
+
 /// A runtime the agent knows how to profile: recognises its processes and attaches spies.
 pub trait Runtime: Sync {
     /// Spy name, as given to `--spy-name` and sent to the server.
@@ -117,9 +129,8 @@ pub trait Runtime: Sync {
     /// (`/proc/PID/exe`) and the libraries it maps (`/proc/PID/maps`), never from argv.
     fn detect(&self, pid: u32) -> bool;
     /// Attaches a spy to `pid`.
-    /// Attaches a spy to `pid`. Whether to pause the target is decided per sample (see
-    /// [`Spy::sample`]); `sample_rate` is for spies that keep their own schedule.
-    fn attach(&self, pid: u32, sample_rate: u32) -> Result<Box<dyn Spy>, AttachError>;
+    /// Attaches a spy to `pid`.
+    fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError>;
 }
 
 /// Tells which threads of a process are on CPU, cheaply, sample after sample.
