@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Overhead benchmark: pyroscope vs py-spy on the same CPU-bound CPython program, in one run.
+"""Overhead benchmark: pyroscope vs py-spy (or rbspy) on the same CPU-bound program, in one run.
 
 For each configuration the target (bench/cpu_bound.py) does a fixed amount of work; runs of all
 configurations are interleaved and repeated, and medians are reported:
@@ -10,8 +10,10 @@ configurations are interleaved and repeated, and medians are reported:
     always-on agent costs;
   * target slowdown: the target's wall time for the work vs. the unprofiled baseline.
 
-Usage: python3 scripts/bench.py [--runs 5] [--rounds 5000] [--python PATH]
-py-spy is installed into target/bench-venv with pip when missing.
+Usage: python3 scripts/bench.py [--runtime python|ruby] [--runs 5] [--rounds N] [--python PATH]
+py-spy is installed into target/bench-venv with pip, the rbspy CLI into target/bench-rbspy with
+`cargo install`, when missing. For Ruby, samples are on-CPU stacks on both sides (pyroscope's
+"stacks", the counts in rbspy's collapsed output), both sampling on-CPU only.
 """
 import argparse
 import os
@@ -21,8 +23,11 @@ import subprocess
 import sys
 import time
 
+RUBY = False
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, "bench", "cpu_bound.py")
+RUBY_TARGET = os.path.join(ROOT, "bench", "cpu_bound.rb")
+RBSPY = os.path.join(ROOT, "target", "bench-rbspy", "bin", "rbspy")
 PYROSCOPE = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "pyroscope")
 VENV = os.path.join(ROOT, "target", "bench-venv")
 
@@ -38,8 +43,16 @@ def ensure_tools():
     return pyspy, version
 
 
-def start_target(python, rounds):
-    p = subprocess.Popen([python, TARGET, str(rounds)], stdout=subprocess.PIPE, text=True)
+def ensure_rbspy():
+    if not os.path.exists(RBSPY):
+        subprocess.check_call(["cargo", "install", "--quiet", "--root", os.path.dirname(os.path.dirname(RBSPY)),
+                               "--target-dir", os.path.join(ROOT, "target", "bench-rbspy-build"), "rbspy@0.55.0"])
+    return RBSPY, subprocess.check_output([RBSPY, "--version"]).decode().strip()
+
+
+def start_target(interpreter, rounds):
+    script = RUBY_TARGET if interpreter.endswith("ruby") else TARGET
+    p = subprocess.Popen([interpreter, script, str(rounds)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
@@ -74,6 +87,12 @@ def one_run(config, python, rounds, pyspy, tmp):
         finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "-f", "raw", "-o", tmp + ".raw"])
     elif config == "py-spy record --nonblocking":
         finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "--nonblocking", "-f", "raw", "-o", tmp + ".raw"])
+    elif config == "pyroscope --rbspy-blocking":
+        finish = run_profiler([PYROSCOPE, "connect", "--pid", pid, "--rbspy-blocking", "--output", tmp + ".txt"])
+    elif config.startswith("rbspy record"):
+        extra = ["--nonblocking"] if config.endswith("--nonblocking") else []
+        finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "--on-cpu", "--silent",
+                               "--format", "collapsed", "--file", tmp + ".rbspy.txt"] + extra)
     line = target.stdout.readline()
     target.wait()
     m = re.match(r"work ([\d.]+) ([\d.]+)", line)
@@ -82,21 +101,40 @@ def one_run(config, python, rounds, pyspy, tmp):
         return wall, cpu, None, None
     prof_cpu, out = finish()
     if config.startswith("pyroscope"):
-        m = re.search(r"(\d+) samples of", out)
+        # Python: sampling ticks; Ruby: on-CPU stacks (rbspy samples on its own schedule).
+        m = re.search(r"(\d+) samples of (\d+) stacks", out)
+        samples = int(m.group(2 if RUBY else 1)) if m else None
+    elif config.startswith("rbspy"):
+        with open(tmp + ".rbspy.txt") as f:
+            samples = sum(int(l.rsplit(" ", 1)[1]) for l in f if l.strip())
     else:
         m = re.search(r"Samples: (\d+)", out)
-    samples = int(m.group(1)) if m else None
+        samples = int(m.group(1)) if m else None
     return wall, cpu, prof_cpu, samples
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=5000)
+    ap.add_argument("--runtime", choices=["python", "ruby"], default="python")
+    ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
+    ap.add_argument("--ruby", default="/usr/bin/ruby")
     args = ap.parse_args()
-    pyspy, pyspy_version = ensure_tools()
-    configs = ["baseline", "pyroscope", "pyroscope --pyspy-blocking", "py-spy record", "py-spy record --nonblocking"]
+    global RUBY
+    RUBY = args.runtime == "ruby"
+    if RUBY:
+        ensure_tools()
+        pyspy, pyspy_version = ensure_rbspy()
+        args.python = args.ruby
+        args.rounds = args.rounds or 10000
+        other = "rbspy record"
+        configs = ["baseline", "pyroscope", "pyroscope --rbspy-blocking", "rbspy record", "rbspy record --nonblocking"]
+    else:
+        pyspy, pyspy_version = ensure_tools()
+        args.rounds = args.rounds or 5000
+        other = "py-spy record"
+        configs = ["baseline", "pyroscope", "pyroscope --pyspy-blocking", "py-spy record", "py-spy record --nonblocking"]
     results = {c: [] for c in configs}
     tmp = os.path.join(ROOT, "target", "bench-out")
     short = {c: [] for c in configs}
@@ -110,8 +148,11 @@ def main():
                 short[c].append(one_run(c, args.python, args.rounds // 5, pyspy, tmp))
                 time.sleep(0.2)
     base_wall = statistics.median(x[0] for x in results["baseline"])
-    py_ver = subprocess.check_output([args.python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]).decode().strip()
-    print("\nCPython %s, %s, %d runs of %d rounds (~%.1f s of work), 100 Hz, medians" % (py_ver, pyspy_version, args.runs, args.rounds, base_wall))
+    if RUBY:
+        ver = "Ruby " + subprocess.check_output([args.python, "-e", "print RUBY_VERSION"]).decode().strip()
+    else:
+        ver = "CPython " + subprocess.check_output([args.python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]).decode().strip()
+    print("\n%s, %s, %d runs of %d rounds (~%.1f s of work), 100 Hz, medians" % (ver, pyspy_version, args.runs, args.rounds, base_wall))
     print("| profiler | samples | profiler CPU | CPU per sample, all-in | CPU per sample, steady | target wall | slowdown |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     per_sample = {}
@@ -130,9 +171,9 @@ def main():
         )
         per_sample[c] = (per, marginal)
         print("| %s | %d | %.1f ms | %.0f µs | %.0f µs | %.3f s | %+.1f%% |" % (c, samples, cpu * 1e3, per, marginal, wall, slow))
-    for other in ["py-spy record", "py-spy record --nonblocking"]:
-        a, b = per_sample["pyroscope"], per_sample[other]
-        print("\nCPU per sample, pyroscope / %s: all-in %.2f, steady %.2f" % (other, a[0] / b[0], a[1] / b[1]))
+    for o in [other, other + " --nonblocking"]:
+        a, b = per_sample["pyroscope"], per_sample[o]
+        print("\nCPU per sample, pyroscope / %s: all-in %.2f, steady %.2f" % (o, a[0] / b[0], a[1] / b[1]))
 
 
 if __name__ == "__main__":

@@ -234,3 +234,19 @@ fn exec_with_rbspy_blocking_says_why_it_cannot_pause() {
     let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
     assert!(s > 60 && f > 10, "slow {s} fast {f}");
 }
+
+/// A script with a `#!/usr/bin/ruby` line run directly (how `bundle`, `rake`, `rails`, `puma` and
+/// `sidekiq` start): the running executable is ruby, so it is profiled as Ruby.
+#[test]
+fn ruby_shebang_scripts_are_profiled() {
+    let dir = tempdir("rb-shebang");
+    let script = dir.join("my-worker");
+    std::fs::write(&script, format!("#!{}\n{}", ruby(), std::fs::read_to_string(ruby_app()).unwrap())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.join("p.txt");
+    let r = run(pyroscope(&["exec", "--output", path_str(&out), path_str(&script), "1"]), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("MRI Ruby 3."), "{}", r.stderr);
+    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    assert!(s > 30 && f > 5, "slow {s} fast {f}");
+}
