@@ -58,7 +58,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
     Ok(match session.run(&mut signals, None) {
         Ending::Child(Exit::Code(c)) => Outcome::Exit(c),
         Ending::Child(Exit::Signal(s)) => Outcome::DieBySignal(s),
-        Ending::TargetExited | Ending::Interrupted => Outcome::Exit(0),
+        Ending::TargetExited | Ending::Interrupted | Ending::Failed => Outcome::Exit(0),
     })
 }
 
@@ -107,8 +107,10 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<Outcome> {
     let pidfd = crate::session::pidfd_open(pid);
     let mut session = Session::new(settings, Mode::Connect, Pid::from_raw(pid as i32), None)?;
     session.attach_first(pid)?;
-    session.run(&mut signals, pidfd);
-    Ok(Outcome::Exit(0))
+    Ok(match session.run(&mut signals, pidfd) {
+        Ending::Failed => Outcome::Exit(EXIT_AGENT_ERROR),
+        _ => Outcome::Exit(0),
+    })
 }
 
 /// Prints a fatal error even with --no-logging (the user must learn why nothing happened).

@@ -42,6 +42,8 @@ pub enum Ending {
     TargetExited,
     /// pyroscope got SIGINT/SIGTERM (connect).
     Interrupted,
+    /// The connect target can no longer be profiled (the reason was logged as an error).
+    Failed,
 }
 
 enum TargetState {
@@ -421,6 +423,9 @@ impl Session {
                     log::error!("process {pid} is no longer profiled: {m}");
                     self.stats.attach_failed = true;
                     keep = false;
+                    if self.mode == Mode::Connect && pid == self.root.as_raw() as u32 {
+                        self.ending = Some(Ending::Failed);
+                    }
                 }
                 Ok(Err(SampleError::Other(m))) => {
                     self.stats.errors += 1;

@@ -173,7 +173,8 @@ fn exec_with_libruby(dir: &std::path::Path, args: &[&str]) -> Run {
 #[test]
 fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
     let dir = libruby_claiming("3.1.9");
-    let r = exec_with_libruby(&dir, &[&ruby(), path_str(&ruby_app()), "3"]);
+    // 250 Hz for 4 s: ~1000 samples, so the 3:1 split is checked well outside sampling noise.
+    let r = exec_with_libruby(&dir, &["--sample-rate", "250", &ruby(), path_str(&ruby_app()), "4"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warn:")).collect();
     assert_eq!(warnings.len(), 1, "one warning: {}", r.stderr);
@@ -212,10 +213,10 @@ fn an_unknown_minor_version_is_unsupported() {
 #[test]
 fn connect_with_rbspy_blocking() {
     let out = tempdir("rb-blocking").join("p.txt");
-    let mut app = Command::new(ruby()).arg(ruby_app()).arg("3").stdout(Stdio::null()).spawn().unwrap();
+    let mut app = Command::new(ruby()).arg(ruby_app()).arg("4").stdout(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = app.id().to_string();
-    let r = run(pyroscope(&["connect", "--pid", &pid, "--rbspy-blocking", "--sample-rate", "200", "--output", path_str(&out)]), Duration::from_secs(30));
+    let r = run(pyroscope(&["connect", "--pid", &pid, "--rbspy-blocking", "--sample-rate", "250", "--output", path_str(&out)]), Duration::from_secs(30));
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(!r.stderr.contains("warn:"), "{}", r.stderr);
@@ -249,4 +250,23 @@ fn ruby_shebang_scripts_are_profiled() {
     assert!(r.stderr.contains("MRI Ruby 3."), "{}", r.stderr);
     let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
     assert!(s > 30 && f > 5, "slow {s} fast {f}");
+}
+
+/// connect to a Ruby whose fallback layout turns out wrong: one error, exit 1, no hang.
+#[test]
+fn connect_gives_up_when_the_fallback_layout_is_wrong() {
+    let dir = libruby_claiming("2.7.9");
+    let mut app = Command::new(ruby())
+        .args(["--disable-gems", path_str(&ruby_app()), "8"])
+        .env("LD_LIBRARY_PATH", &dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = app.id().to_string();
+    let r = run(pyroscope(&["connect", "--pid", &pid, "--output", path_str(&dir.join("c.txt"))]), Duration::from_secs(20));
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).count(), 1, "{}", r.stderr);
 }
