@@ -151,31 +151,8 @@ fn fake_python_3_99(dir: &std::path::Path) -> std::path::PathBuf {
     let src = py.parent().unwrap().parent().unwrap().join("lib/libpython3.11.so.1.0");
     let dst = dir.join("libpython3.11.so.1.0");
     std::fs::copy(&src, &dst).unwrap();
-    let readelf = |flag: &str| {
-        String::from_utf8(Command::new("readelf").arg(flag).arg(&src).output().expect("readelf (binutils)").stdout).unwrap()
-    };
-    let symbol_addr = readelf("-sW")
-        .lines()
-        .find(|l| l.split_whitespace().last() == Some("Py_Version"))
-        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
-        .expect("Py_Version symbol");
-    // Section containing it: file offset = addr - section addr + section offset.
-    let offset = readelf("-SW")
-        .lines()
-        .filter_map(|l| {
-            let l = l.split(']').nth(1)?;
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (addr, off, size) = (
-                u64::from_str_radix(f.get(2)?, 16).ok()?,
-                u64::from_str_radix(f.get(3)?, 16).ok()?,
-                u64::from_str_radix(f.get(4)?, 16).ok()?,
-            );
-            (addr <= symbol_addr && symbol_addr < addr + size).then(|| symbol_addr - addr + off)
-        })
-        .next()
-        .expect("section of Py_Version");
+    let at = elf_symbol_file_offset(&src, "Py_Version");
     let mut bytes = std::fs::read(&dst).unwrap();
-    let at = offset as usize;
     assert_eq!(&bytes[at + 2..at + 4], &[0x0b, 0x03], "Py_Version is 3.11.x");
     bytes[at + 2] = 99;
     std::fs::write(&dst, bytes).unwrap();

@@ -135,25 +135,7 @@ fn libruby_claiming(version: &str) -> std::path::PathBuf {
     let src = std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1");
     let src = std::fs::canonicalize(&src).expect("Debian's libruby-3.1");
     let dst = dir.join("libruby-3.1.so.3.1");
-    let readelf = |flag: &str| String::from_utf8(Command::new("readelf").arg(flag).arg(&src).output().unwrap().stdout).unwrap();
-    let addr = readelf("-sW")
-        .lines()
-        .find(|l| l.split_whitespace().last() == Some("ruby_version"))
-        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
-        .expect("ruby_version symbol");
-    let offset = readelf("-SW")
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
-            let (a, o, s) = (
-                u64::from_str_radix(f.get(2)?, 16).ok()?,
-                u64::from_str_radix(f.get(3)?, 16).ok()?,
-                u64::from_str_radix(f.get(4)?, 16).ok()?,
-            );
-            (a <= addr && addr < a + s).then(|| (addr - a + o) as usize)
-        })
-        .next()
-        .unwrap();
+    let offset = elf_symbol_file_offset(&src, "ruby_version");
     let mut bytes = std::fs::read(&src).unwrap();
     assert_eq!(&bytes[offset..offset + 6], b"3.1.2\0");
     bytes[offset..offset + 5].copy_from_slice(version.as_bytes());

@@ -284,3 +284,29 @@ pub fn tempdir(name: &str) -> PathBuf {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// File offset of an ELF symbol's bytes (binutils' readelf: symbol value → containing section →
+/// offset), for tests that patch a copy of a runtime library.
+pub fn elf_symbol_file_offset(file: &Path, symbol: &str) -> usize {
+    let readelf = |flag: &str| {
+        String::from_utf8(Command::new("readelf").arg(flag).arg(file).output().expect("readelf (binutils)").stdout).unwrap()
+    };
+    let addr = readelf("-sW")
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(symbol))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .unwrap_or_else(|| panic!("symbol {symbol} in {}", file.display()));
+    readelf("-SW")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
+            let (a, o, size) = (
+                u64::from_str_radix(f.get(2)?, 16).ok()?,
+                u64::from_str_radix(f.get(3)?, 16).ok()?,
+                u64::from_str_radix(f.get(4)?, 16).ok()?,
+            );
+            (a <= addr && addr < a + size).then(|| (addr - a + o) as usize)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("section of {symbol} in {}", file.display()))
+}
