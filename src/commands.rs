@@ -15,16 +15,19 @@ pub enum Outcome {
     DieBySignal(i32),
 }
 
-fn init_logging(common: &CommonArgs) {
+/// What both commands do first: logging, the spy name (validated before anything else so a
+/// typo is the error reported), and, before any thread exists so every thread inherits the
+/// blocked mask, the signal fd and the panic hook.
+fn prepare(common: &CommonArgs) -> anyhow::Result<Signals> {
     crate::logging::init(common.log_level, common.no_logging);
+    crate::runtimes::check_spy_name(&common.spy_name.trim().to_ascii_lowercase())?;
+    let signals = Signals::install()?;
+    crate::session::install_panic_hook();
+    Ok(signals)
 }
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
-    init_logging(&args.common);
-    crate::runtimes::check_spy_name(&args.common.spy_name.trim().to_ascii_lowercase())?;
-    // Before any thread exists: every thread inherits the blocked mask.
-    let mut signals = Signals::install()?;
-    crate::session::install_panic_hook();
+    let mut signals = prepare(&args.common)?;
     let settings = Settings::from_args(&args.common, || default_app_name(&args.command, None))?;
     log::debug!("settings: {settings:?}");
     let creds = launch::credentials(args.user_name.as_deref(), args.group_name.as_deref(), args.no_root_drop)?;
@@ -78,10 +81,7 @@ fn wait_unprofiled(pid: Pid) -> Outcome {
 }
 
 pub fn connect(args: ConnectArgs) -> anyhow::Result<Outcome> {
-    init_logging(&args.common);
-    crate::runtimes::check_spy_name(&args.common.spy_name.trim().to_ascii_lowercase())?;
-    let mut signals = Signals::install()?;
-    crate::session::install_panic_hook();
+    let mut signals = prepare(&args.common)?;
     if args.pid <= 0 || args.pid > i64::from(i32::MAX) {
         anyhow::bail!("invalid --pid {}: give the id of a running process", args.pid);
     }

@@ -26,6 +26,14 @@ pub enum Auth {
     Basic { user: String, password: String },
 }
 
+// Secrets never reach logs: Debug prints the URL and which kind of auth is set, never header
+// values (they may carry credentials too).
+impl std::fmt::Debug for UploadSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} auth={:?}", self.url, self.auth)
+    }
+}
+
 // Secrets never reach logs: Debug prints only which kind of auth is set.
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,19 +56,9 @@ pub struct Settings {
     pub detect_subprocesses: bool,
     /// Spies (by name) whose targets are paused while read.
     pub blocking: Vec<&'static str>,
-    pub upload: Option<UploadSettingsDebug>,
+    pub upload: Option<UploadSettings>,
     /// Files written at exit: `--output`, or the default files when no server is given.
     pub outputs: Vec<(PathBuf, OutputFormat)>,
-}
-
-/// Wrapper so `Settings` can derive Debug without showing secrets.
-#[derive(Clone)]
-pub struct UploadSettingsDebug(pub UploadSettings);
-
-impl std::fmt::Debug for UploadSettingsDebug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} auth={:?}", self.0.url, self.0.auth)
-    }
 }
 
 /// Splits `app{k=v,k2=v2}` into the name and its tags.
@@ -224,8 +222,8 @@ impl Settings {
             let (k, v) = parse_tag(t)?;
             tags.insert(k, v);
         }
+        // Validated by the commands before anything else; normalised here.
         let spy_name = args.spy_name.trim().to_ascii_lowercase();
-        crate::runtimes::check_spy_name(&spy_name)?;
 
         let headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>>>()?;
         let upload = match args.server_address.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -241,13 +239,13 @@ impl Settings {
                     (_, _, Some((user, password))) => Auth::Basic { user, password },
                     _ => Auth::None,
                 };
-                Some(UploadSettingsDebug(UploadSettings {
+                Some(UploadSettings {
                     url,
                     auth,
                     tenant_id: args.tenant_id.clone().filter(|t| !t.is_empty()),
                     headers,
                     timeout: args.upstream_request_timeout,
-                }))
+                })
             }
         };
         let mut outputs = Vec::new();

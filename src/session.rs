@@ -139,7 +139,7 @@ impl Session {
         let now = SystemTime::now();
         let uploader = match &settings.upload {
             Some(u) => Some(Uploader::start(
-                u.0.clone(),
+                u.clone(),
                 Labels { app_name: settings.app_name.clone(), tags: settings.tags.clone(), sample_rate: settings.sample_rate },
             )?),
             None => None,
@@ -660,7 +660,7 @@ impl Session {
             log::warn!("no {} process was found to profile", names.join(" or "));
         }
         if let Some(u) = self.uploader.take() {
-            let budget = self.settings.upload.as_ref().map(|u| u.0.timeout).unwrap_or(Duration::from_secs(10));
+            let budget = self.settings.upload.as_ref().map(|u| u.timeout).unwrap_or(Duration::from_secs(10));
             let stats: UploadStats = u.finish(Instant::now() + budget.min(Duration::from_secs(10)));
             log::info!("uploaded {} profiles", stats.uploaded);
             if stats.dropped + stats.rejected > 0 {

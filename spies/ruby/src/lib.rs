@@ -54,10 +54,7 @@ impl Runtime for Ruby {
             let exe = spy::exe_name(pid).unwrap_or_default();
             return Err(AttachError::WrongRuntime(format!("{exe} neither is ruby nor maps libruby")));
         }
-        // The interpreter must be mapped before rbspy can find its version.
-        if !spy::maps_library(pid, is_libruby) && !maps_ruby_symbols(pid) {
-            return Err(AttachError::NotReady("libruby not mapped yet".into()));
-        }
+        // Fails (not ready) until libruby, or a static ruby's own symbols, can be read.
         let running = version::read(pid).map_err(AttachError::NotReady)?;
         let forced = match version::fallback(&running) {
             None => None,
@@ -109,12 +106,6 @@ impl Runtime for Ruby {
             unverified,
         }))
     }
-}
-
-/// A statically linked ruby has no libruby: its own executable carries the interpreter.
-fn maps_ruby_symbols(pid: u32) -> bool {
-    spy::exe_name(pid).is_some_and(|n| is_ruby_exe(&n))
-        && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.lines().count() > 20)
 }
 
 fn cwd_of(pid: u32) -> Option<String> {
