@@ -19,7 +19,9 @@ def work(n):
 
 
 def slow_function():
-    return work(3 * WORK)
+    # Three calls rather than work(3 * WORK): past 2**15, i * i needs a second 30-bit digit in
+    # CPython's ints and each step costs more, which would skew the split above 3:1.
+    return work(WORK) + work(WORK) + work(WORK)
 
 
 def fast_function():
