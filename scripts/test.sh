@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README and CI run exactly this).
 # Installs what the tests need when it is missing, then runs the whole suite: unit tests and
-# integration tests that run real CPython processes under the real binary.
+# integration tests that run real CPython, Ruby and CoreCLR processes under the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ command -v script >/dev/null || need_apt+=(util-linux)   # a real pty for the te
 command -v setpriv >/dev/null || need_apt+=(util-linux)  # an unprivileged agent for the ptrace-permission test
 command -v readelf >/dev/null || need_apt+=(binutils)    # patching a libpython for the unsupported-version test
 command -v ruby >/dev/null || need_apt+=(ruby)           # the Ruby tests run Debian's MRI
+command -v mcs >/dev/null || need_apt+=(mono-mcs)        # compiles the C# example for the .NET tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -32,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "error: CPython ${missing[*]} missing under $PYENV_ROOT/versions and no pyenv to install them" >&2
     exit 1
   fi
+fi
+
+# CoreCLR 3.1 for the .NET tests: PyPI's dotnetcore2 wheel (the only CoreCLR these machines can
+# fetch; see ../shared/reference/dotnet-diagnostics.md). tests/dotnet.rs reads the same path.
+export DOTNET31_ROOT="${DOTNET31_ROOT:-$HOME/.cache/dotnet31}"
+if [ ! -x "$DOTNET31_ROOT/dotnetcore2/bin/dotnet" ]; then
+  echo "installing CoreCLR 3.1.23 (PyPI dotnetcore2) into $DOTNET31_ROOT"
+  # pyenv's CPython has pip (Debian's python3 refuses pip installs).
+  "$(ls -d "$PYENV_ROOT/versions/3.11".* | tail -1)/bin/python" -m pip install -q --no-deps --target "$DOTNET31_ROOT" dotnetcore2==3.1.23
 fi
 
 cargo test --release --workspace --no-fail-fast "$@"

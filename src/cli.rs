@@ -131,12 +131,18 @@ pub struct CommonArgs {
           value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub pyspy_blocking: bool,
 
-    /// Pause Ruby targets while reading their stacks (works with `connect`; under `exec` the
-    /// agent is already the tracer and rbspy cannot pause the process: it samples without).
+    /// Pause Ruby targets while reading their stacks: consistent stacks, small cost to the target.
     #[arg(long, env = "PYROSCOPE_RBSPY_BLOCKING", action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_value = "false", default_missing_value = "true",
           value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub rbspy_blocking: bool,
+
+    /// .NET: also count threads outside managed code (waiting, sleeping, in native code): a
+    /// wall-clock view instead of CPU.
+    #[arg(long, env = "PYROSCOPE_DOTNET_WALL_CLOCK", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub dotnet_wall_clock: bool,
 }
 
 #[derive(Args, Debug)]

@@ -67,12 +67,12 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
 
 /// Fallback when profiling could not start after the child did: relay nothing fancy, just wait.
 fn wait_unprofiled(pid: Pid) -> Outcome {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use crate::tracer::{wait, Status};
     let _ = nix::sys::ptrace::detach(pid, None);
     loop {
-        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(_, c)) => return Outcome::Exit(c),
-            Ok(WaitStatus::Signaled(_, s, _)) => return Outcome::DieBySignal(s as i32),
+        match wait(Some(pid), libc::__WALL) {
+            Ok(Status::Exited(_, c)) => return Outcome::Exit(c),
+            Ok(Status::Signaled(_, s)) => return Outcome::DieBySignal(s),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return Outcome::Exit(EXIT_AGENT_ERROR),

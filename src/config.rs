@@ -56,6 +56,8 @@ pub struct Settings {
     pub detect_subprocesses: bool,
     /// Spies (by name) whose targets are paused while read.
     pub blocking: Vec<&'static str>,
+    /// .NET threads outside managed code count too.
+    pub wall_clock: bool,
     pub upload: Option<UploadSettings>,
     /// Files written at exit: `--output`, or the default files when no server is given.
     pub outputs: Vec<(PathBuf, OutputFormat)>,
@@ -268,6 +270,7 @@ impl Settings {
                 .into_iter()
                 .filter_map(|(on, name)| on.then_some(name))
                 .collect(),
+            wall_clock: args.dotnet_wall_clock,
             upload,
             outputs,
         })

@@ -5,10 +5,11 @@ use spy::Runtime;
 
 static PYTHON: spy_python::Python = spy_python::Python;
 static RUBY: spy_ruby::Ruby = spy_ruby::Ruby;
+static DOTNET: spy_dotnet::DotNet = spy_dotnet::DotNet;
 
 /// Every runtime compiled in.
 pub fn all() -> Vec<&'static dyn Runtime> {
-    vec![&PYTHON, &RUBY]
+    vec![&PYTHON, &RUBY, &DOTNET]
 }
 
 /// Names accepted by `--spy-name`.
@@ -22,9 +23,6 @@ pub fn check_spy_name(name: &str) -> Result<()> {
         return Ok(());
     }
     let available = spy_names().join(", ");
-    if name == "dotnetspy" {
-        bail!("spy {name:?} is not available in this build yet; available spies: auto, {available}");
-    }
     bail!("spy {name:?} is not supported; available spies: auto, {available}");
 }
 

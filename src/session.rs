@@ -128,6 +128,8 @@ struct Stats {
     errors: u64,
     panics: u64,
     late: u64,
+    /// Reads done while the target was paused (blocking mode).
+    paused_reads: u64,
     ever_attached: bool,
     /// A process was recognised but could not be profiled (already reported).
     attach_failed: bool,
@@ -177,7 +179,7 @@ impl Session {
                 let names: Vec<&str> = self.runtimes.iter().map(|r| r.runtime_name()).collect();
                 anyhow::bail!(
                     "process {pid} ({exe}) is not a {} process (judged from its executable and libraries); pass --spy-name to force a spy",
-                    names.join(" or ")
+                    one_of(&names)
                 );
             }
         };
@@ -214,6 +216,7 @@ impl Session {
             sample_rate: self.settings.sample_rate,
             blocking: self.settings.blocking.contains(&runtime.spy_name()),
             traced_by_agent: self.tracer.as_ref().is_some_and(|t| t.traces(Pid::from_raw(pid as i32))),
+            wall_clock: self.settings.wall_clock,
         };
         match in_spy(|| runtime.attach(pid, &options)) {
             Ok(r) => r,
@@ -340,7 +343,7 @@ impl Session {
                 }
             }
             Event::RootStopped(sig) => {
-                if matches!(sig, nix::sys::signal::Signal::SIGTSTP | nix::sys::signal::Signal::SIGTTIN | nix::sys::signal::Signal::SIGTTOU) {
+                if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
                     self.child_job_stop = Some(Instant::now());
                 }
             }
@@ -392,7 +395,7 @@ impl Session {
             let result = {
                 let mut tracer_pauser;
                 let mut lock_pauser = RemoteLockPauser;
-                let pauser: Option<&mut dyn Pauser> = match (blocking, traced) {
+                let inner: Option<&mut dyn Pauser> = match (blocking, traced) {
                     (false, _) => None,
                     (true, true) => {
                         tracer_pauser = TracerPauser(self.tracer.as_mut().expect("traced"));
@@ -400,7 +403,10 @@ impl Session {
                     }
                     (true, false) => Some(&mut lock_pauser),
                 };
-                in_spy(|| spy.sample(pauser, &mut stacks))
+                let mut counting = inner.map(|inner| CountingPauser { inner, reads: 0 });
+                let result = in_spy(|| spy.sample(counting.as_mut().map(|c| c as &mut dyn Pauser), &mut stacks));
+                self.stats.paused_reads += counting.map_or(0, |c| c.reads);
+                result
             };
             let mut keep = true;
             target.tries += 1;
@@ -564,15 +570,15 @@ impl Session {
             None if self.mode == Mode::Exec => {
                 // Untraced child: reap it (and any orphan when we are PID 1).
                 loop {
-                    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-                    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                        Ok(WaitStatus::Exited(pid, code)) if pid == self.root => {
+                    use crate::tracer::{wait, Status};
+                    match wait(None, libc::WNOHANG) {
+                        Ok(Status::Exited(pid, code)) if pid == self.root => {
                             self.ending = Some(Ending::Child(Exit::Code(code)))
                         }
-                        Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.root => {
-                            self.ending = Some(Ending::Child(Exit::Signal(sig as i32)))
+                        Ok(Status::Signaled(pid, sig)) if pid == self.root => {
+                            self.ending = Some(Ending::Child(Exit::Signal(sig)))
                         }
-                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(Status::StillAlive) | Err(_) => break,
                         Ok(_) => {}
                     }
                 }
@@ -646,8 +652,12 @@ impl Session {
             0 => String::new(),
             n => format!(", {:.1} µs per sample", usage.as_secs_f64() * 1e6 / n as f64),
         };
+        let paused = match self.stats.paused_reads {
+            0 if self.settings.blocking.is_empty() => String::new(),
+            n => format!(", {n} read with the target paused"),
+        };
         log::info!(
-            "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks); agent CPU {:.1} ms{per_sample}",
+            "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks{paused}); agent CPU {:.1} ms{per_sample}",
             self.stats.process_samples,
             self.stats.stacks,
             self.stats.errors,
@@ -657,7 +667,7 @@ impl Session {
         );
         if !self.stats.ever_attached && !self.stats.attach_failed {
             let names: Vec<&str> = self.runtimes.iter().map(|r| r.runtime_name()).collect();
-            log::warn!("no {} process was found to profile", names.join(" or "));
+            log::warn!("no {} process was found to profile", one_of(&names));
         }
         if let Some(u) = self.uploader.take() {
             let budget = self.settings.upload.as_ref().map(|u| u.timeout).unwrap_or(Duration::from_secs(10));
@@ -680,6 +690,34 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// "A", "A or B", "A, B or C".
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// Counts the reads a spy did inside a pause (the end-of-run report shows that blocking mode
+/// really paused).
+struct CountingPauser<'a> {
+    inner: &'a mut dyn Pauser,
+    reads: u64,
+}
+
+impl Pauser for CountingPauser<'_> {
+    fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), String> {
+        let mut ran = false;
+        let result = self.inner.paused(pid, &mut || {
+            ran = true;
+            read()
+        });
+        self.reads += u64::from(ran);
+        result
     }
 }
 

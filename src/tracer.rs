@@ -7,8 +7,6 @@
 
 use nix::errno::Errno;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -28,8 +26,8 @@ pub enum Event {
     NewProcess { pid: Pid, parent: Pid },
     /// A traced process (thread group) ended.
     Exited(Pid, Exit),
-    /// The root process entered a job-control stop (Ctrl-Z, SIGSTOP).
-    RootStopped(Signal),
+    /// The root process entered a job-control stop (Ctrl-Z, SIGSTOP); the signal number.
+    RootStopped(i32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +39,7 @@ enum State {
     Listening,
     PauseRequested,
     /// Paused by us; the signal to deliver when resuming.
-    Paused(Option<Signal>),
+    Paused(Option<i32>),
 }
 
 #[derive(Debug)]
@@ -67,7 +65,66 @@ pub struct Tracer {
     received: VecDeque<Received>,
 }
 
-const STOP_SIGNALS: [Signal; 4] = [Signal::SIGSTOP, Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
+const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// A wait status, with signals as plain numbers. (nix's `WaitStatus` cannot represent real-time
+/// signals: its `waitpid` consumes such a stop and returns EINVAL, which would leave the tracee
+/// stopped forever. CoreCLR suspends threads with SIGRTMIN, and any program may use them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Exited(Pid, i32),
+    Signaled(Pid, i32),
+    /// Signal-delivery stop (or group stop without PTRACE_SEIZE).
+    Stopped(Pid, i32),
+    /// `PTRACE_EVENT_*` stop: the signal and the event.
+    PtraceEvent(Pid, i32, i32),
+    PtraceSyscall(Pid),
+    Continued(Pid),
+    /// WNOHANG and nothing to report.
+    StillAlive,
+}
+
+/// `waitpid` (`pid` None: any child) decoding the status by hand.
+pub fn wait(pid: Option<Pid>, flags: libc::c_int) -> Result<Status, Errno> {
+    let mut status: libc::c_int = 0;
+    let r = unsafe { libc::waitpid(pid.map_or(-1, Pid::as_raw), &mut status, flags) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    if r == 0 {
+        return Ok(Status::StillAlive);
+    }
+    let pid = Pid::from_raw(r);
+    Ok(if libc::WIFEXITED(status) {
+        Status::Exited(pid, libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Status::Signaled(pid, libc::WTERMSIG(status))
+    } else if libc::WIFSTOPPED(status) {
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if event != 0 {
+            Status::PtraceEvent(pid, sig, event)
+        } else if sig == libc::SIGTRAP | 0x80 {
+            Status::PtraceSyscall(pid)
+        } else {
+            Status::Stopped(pid, sig)
+        }
+    } else {
+        Status::Continued(pid)
+    })
+}
+
+/// `PTRACE_CONT` delivering `sig` (any number, real-time ones included).
+fn ptrace_cont(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
+    let r = unsafe {
+        libc::ptrace(libc::PTRACE_CONT, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig.unwrap_or(0) as libc::c_long)
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
 
 impl Tracer {
     pub fn new(root: Pid) -> Tracer {
@@ -89,8 +146,8 @@ impl Tracer {
     /// Handles every pending wait status; returns the events that matter to the session.
     pub fn drain(&mut self) -> Vec<Event> {
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::StillAlive) => break,
+            match wait(None, libc::WNOHANG | libc::__WALL) {
+                Ok(Status::StillAlive) => break,
                 Ok(status) => self.handle(status),
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,
@@ -106,22 +163,22 @@ impl Tracer {
         read_tgid(tid).unwrap_or(tid)
     }
 
-    fn cont(&mut self, tid: Pid, sig: Option<Signal>) {
+    fn cont(&mut self, tid: Pid, sig: Option<i32>) {
         // ESRCH: the tracee died meanwhile; its exit is reported separately.
-        let _ = ptrace::cont(tid, sig);
+        let _ = ptrace_cont(tid, sig);
         if let Some(t) = self.tracees.get_mut(&tid) {
             t.state = State::Running;
         }
     }
 
-    fn handle(&mut self, status: WaitStatus) {
+    fn handle(&mut self, status: Status) {
         match status {
-            WaitStatus::Exited(pid, code) => self.gone(pid, Exit::Code(code)),
-            WaitStatus::Signaled(pid, sig, _) => self.gone(pid, Exit::Signal(sig as i32)),
-            WaitStatus::PtraceEvent(tid, sig, event) => self.ptrace_event(tid, sig, event),
-            WaitStatus::Stopped(tid, sig) => self.signal_stop(tid, sig),
-            WaitStatus::PtraceSyscall(tid) => self.cont(tid, None),
-            WaitStatus::Continued(_) | WaitStatus::StillAlive => {}
+            Status::Exited(pid, code) => self.gone(pid, Exit::Code(code)),
+            Status::Signaled(pid, sig) => self.gone(pid, Exit::Signal(sig)),
+            Status::PtraceEvent(tid, sig, event) => self.ptrace_event(tid, sig, event),
+            Status::Stopped(tid, sig) => self.signal_stop(tid, sig),
+            Status::PtraceSyscall(tid) => self.cont(tid, None),
+            Status::Continued(_) | Status::StillAlive => {}
         }
     }
 
@@ -132,7 +189,7 @@ impl Tracer {
         }
     }
 
-    fn ptrace_event(&mut self, tid: Pid, sig: Signal, event: i32) {
+    fn ptrace_event(&mut self, tid: Pid, sig: i32, event: i32) {
         match event {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
                 let parent_tgid = self.tgid_of(tid);
@@ -177,13 +234,13 @@ impl Tracer {
         match self.tracees.get(&tid).map(|t| t.state) {
             Some(State::PauseRequested) => {
                 // The interrupt we sent will stop it again right away: just let it run to that.
-                let _ = ptrace::cont(tid, None);
+                let _ = ptrace_cont(tid, None);
             }
             _ => self.cont(tid, None),
         }
     }
 
-    fn event_stop(&mut self, tid: Pid, sig: Signal) {
+    fn event_stop(&mut self, tid: Pid, sig: i32) {
         let state = self.tracees.get(&tid).map(|t| t.state);
         match state {
             None | Some(State::AwaitingFirstStop) => {
@@ -213,11 +270,11 @@ impl Tracer {
         }
     }
 
-    fn signal_stop(&mut self, tid: Pid, sig: Signal) {
+    fn signal_stop(&mut self, tid: Pid, sig: i32) {
         let tgid = self.tgid_of(tid);
         if tgid == self.root {
             let sender = ptrace::getsiginfo(tid).map(|i| unsafe { i.si_pid() }).unwrap_or(0);
-            self.received.push_back(Received { sig: sig as i32, sender, at: Instant::now() });
+            self.received.push_back(Received { sig, sender, at: Instant::now() });
             while self.received.len() > 64 {
                 self.received.pop_front();
             }
@@ -261,8 +318,8 @@ impl Tracer {
         let deadline = Instant::now() + timeout;
         let pending = |t: &Tracer| t.tracees.values().any(|x| x.tgid == pid && x.state == State::PauseRequested);
         while pending(self) {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::StillAlive) => {
+            match wait(None, libc::WNOHANG | libc::__WALL) {
+                Ok(Status::StillAlive) => {
                     if Instant::now() >= deadline {
                         // Late stops will be seen as plain stops and resumed.
                         for t in self.tracees.values_mut().filter(|x| x.tgid == pid && x.state == State::PauseRequested) {
@@ -288,7 +345,7 @@ impl Tracer {
     /// Resumes the threads of `pid` that [`pause`](Self::pause) stopped, delivering any signal
     /// that arrived meanwhile.
     pub fn resume(&mut self, pid: Pid) {
-        let paused: Vec<(Pid, Option<Signal>)> = self
+        let paused: Vec<(Pid, Option<i32>)> = self
             .tracees
             .iter()
             .filter_map(|(&tid, t)| match t.state {

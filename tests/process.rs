@@ -48,6 +48,28 @@ fn death_by_signal_is_death_by_the_same_signal() {
     assert_eq!(r.stdout.trim(), "143");
 }
 
+/// Real-time signals (CoreCLR suspends its threads with SIGRTMIN; any program may use them)
+/// are delivered to the child like any other, and death by one is reproduced.
+#[test]
+fn real_time_signals_reach_the_child_and_do_not_stop_it() {
+    let code = "import os, signal, threading\n\
+                got = []\n\
+                rt = signal.SIGRTMIN\n\
+                signal.signal(rt, lambda s, f: got.append(s))\n\
+                signal.signal(rt + 3, lambda s, f: got.append(s))\n\
+                for i in range(200):\n    os.kill(os.getpid(), rt if i % 2 else rt + 3)\n\
+                print(len(got))";
+    let r = run(pyroscope(&["exec", "--no-logging", "--output", "/tmp/rt.txt", &py(), "-c", code]), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    assert_eq!(r.stdout.trim(), "200");
+    let rt = libc::SIGRTMIN() + 5;
+    let r = run(
+        pyroscope(&["exec", "--no-logging", "--output", "/tmp/rt2.txt", &py(), "-c", &format!("import os; os.kill(os.getpid(), {rt})")]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.signal, Some(rt), "code {:?} stderr {}", r.code, r.stderr);
+}
+
 #[test]
 fn a_command_that_cannot_start_gives_127_or_126() {
     let r = run(pyroscope(&["exec", "no-such-command-xyz", "arg"]), Duration::from_secs(10));

@@ -190,8 +190,16 @@ fn an_unknown_minor_version_is_unsupported() {
     assert!(errors[0].contains("Ruby 9.9.9 is not supported"), "{}", errors[0]);
 }
 
-/// `--rbspy-blocking` with connect: rbspy pauses the process for each sample (it is not traced
-/// by us); the program runs to its normal end.
+/// How many reads were done with the target paused, from the end-of-run report.
+fn paused_reads(stderr: &str) -> u64 {
+    let line = stderr.lines().find(|l| l.contains("samples of")).unwrap_or_else(|| panic!("no report: {stderr}"));
+    line.split_once(" read with the target paused")
+        .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no paused count in {line:?}"))
+}
+
+/// `--rbspy-blocking` with connect: every read happens with the process paused (remoteprocess's
+/// ptrace lock, as the agent is not its tracer); the program runs to its normal end.
 #[test]
 fn connect_with_rbspy_blocking() {
     let out = tempdir("rb-blocking").join("p.txt");
@@ -202,20 +210,30 @@ fn connect_with_rbspy_blocking() {
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(!r.stderr.contains("warn:"), "{}", r.stderr);
-    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(s, f);
+    let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
+    assert!(paused_reads(&r.stderr) >= stacks, "every stack read in a pause: {}", r.stderr);
 }
 
-/// Under exec the agent is the tracer, so rbspy cannot pause the process: one warning, and the
-/// program is still profiled (without pausing).
+/// `--rbspy-blocking` under exec: the agent is the tracer, so it pauses the process itself (as
+/// for Python) and rbspy reads inside the pause. The split holds, the exit status is the child's.
 #[test]
-fn exec_with_rbspy_blocking_says_why_it_cannot_pause() {
+fn exec_with_rbspy_blocking_pauses_through_the_tracer() {
     let out = tempdir("rb-exec-blocking").join("p.txt");
-    let r = run(pyroscope(&["exec", "--rbspy-blocking", "--output", path_str(&out), &ruby(), path_str(&ruby_app()), "2"]), Duration::from_secs(30));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(r.stderr.matches("--rbspy-blocking does not work under exec").count(), 1, "{}", r.stderr);
-    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
-    assert!(s > 60 && f > 10, "slow {s} fast {f}");
+    let r = run(
+        pyroscope(&["exec", "--rbspy-blocking", "--sample-rate", "250", "--output", path_str(&out), &ruby(), "-e",
+            &format!("load '{}'; exit 3", ruby_app().display()), "4"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(!r.stderr.contains("warn:") && !r.stderr.contains("error:"), "{}", r.stderr);
+    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
+    assert_split(s, f);
+    let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
+    assert!(paused_reads(&r.stderr) >= stacks, "every stack read in a pause: {}", r.stderr);
 }
 
 /// A script with a `#!/usr/bin/ruby` line run directly (how `bundle`, `rake`, `rails`, `puma` and

@@ -1,21 +1,22 @@
 //! MRI Ruby spy on the `rbspy` crate, used as a library.
 //!
-//! rbspy's reader (`RubySpy`) is private; its public `sampler::Sampler` runs one thread per
-//! process on its own fixed schedule and sends traces over a channel. This spy starts one
-//! `Sampler` per process (subprocesses are found by the agent's own process tracking, not by
-//! rbspy), and each [`Spy::sample`] call hands over the traces that arrived since the previous one.
-//! Pitfalls of rbspy's code handled here:
-//! * `Sampler::start` unwraps the send of its final result: the result receiver must outlive the
-//!   sampler thread, so on drop both receivers move to a short-lived reaper thread;
-//! * only the thread holding the GVL is sampled (one trace per sample at most);
-//! * on-CPU only (`on_cpu_only`): a process whose threads all sleep yields no trace.
+//! The agent drives rbspy's reader (`RubySpy`, made public by the one-line patch in
+//! `vendor/rbspy`, see its `PATCHED.md`) from its own scheduler, exactly as it drives py-spy:
+//! * on-CPU only (a CPU profile): the process's thread states are read from `/proc` first (kept
+//!   open, see [`spy::ThreadStates`]); when no thread is running nothing else is read;
+//! * blocking (`--rbspy-blocking`): the session's [`Pauser`] stops the process (through the
+//!   agent's own tracer under `exec`, where rbspy's own per-thread ptrace lock would fail) and
+//!   rbspy reads inside the pause without locking;
+//! * only the thread holding the GVL is read (one stack per sample at most), as rbspy does.
+//!
+//! rbspy's `sampler::Sampler` is not used: it runs its own thread per process on its own clock,
+//! cannot read only while the agent holds the process paused, and panics when its result
+//! receiver is dropped early.
 
 mod version;
 
-use rbspy::sampler::Sampler;
-use spy::{AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::time::Duration;
+use rbspy::RubySpy;
+use spy::{AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates};
 
 pub const SPY_NAME: &str = "rbspy";
 
@@ -45,8 +46,7 @@ impl Runtime for Ruby {
         spy::exe_name(pid).is_some_and(|n| is_ruby_exe(&n)) || spy::maps_library(pid, is_libruby)
     }
 
-    fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
-        let sample_rate = options.sample_rate;
+    fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
         if !spy::process_alive(pid) {
             return Err(AttachError::Gone);
         }
@@ -58,49 +58,35 @@ impl Runtime for Ruby {
         let running = version::read(pid).map_err(AttachError::NotReady)?;
         let forced = match version::fallback(&running) {
             None => None,
-            Some(Some(known)) => {
-                log::warn!(
-                    "process {pid} runs Ruby {running}, which rbspy 0.55 does not know: reading it as Ruby {known}, \
-                     the nearest known release of the same minor version (its first stacks are checked)"
-                );
-                Some(known)
-            }
+            Some(Some(known)) => Some(known),
             Some(None) => {
                 return Err(AttachError::Unsupported(format!(
                     "Ruby {running} is not supported (rbspy 0.55 knows no release of that minor version)"
                 )))
             }
         };
-        // Blocking: rbspy's sampler pauses the process itself (PTRACE_SEIZE per sample), which only
-        // works when the agent is not already its tracer. On-CPU only: a CPU profile.
-        let lock = options.blocking && !options.traced_by_agent;
-        if options.blocking && options.traced_by_agent {
+        // on_cpu_only is off in rbspy: the on-CPU test is ours (thread states read before any
+        // pause; rbspy's own test inside a pause would see every thread stopped).
+        let inner = RubySpy::new(pid as rbspy::Pid, forced.map(str::to_string), false).map_err(|e| match forced {
+            _ if !spy::process_alive(pid) => AttachError::Gone,
+            // The version was read, so libruby is loaded: another release's layout that finds
+            // no VM in it does not fit.
+            Some(known) => AttachError::Unsupported(format!(
+                "Ruby {running} is not supported: read with Ruby {known}'s layout, the nearest known release, it fails ({e:#})"
+            )),
+            None => AttachError::NotReady(format!("{e:#}")),
+        })?;
+        if let Some(known) = forced {
             log::warn!(
-                "--rbspy-blocking does not work under exec: rbspy pauses a process by ptrace-attaching to it, \
-                 and pyroscope already traces process {pid}; sampling it without pausing (use `pyroscope connect` \
-                 for blocking mode)"
+                "process {pid} runs Ruby {running}, which rbspy 0.55 does not know: reading it as Ruby {known}, \
+                 the nearest known release of the same minor version (its first stacks are checked)"
             );
         }
-        let sampler = Sampler::new(
-            pid as rbspy::Pid,
-            sample_rate.max(1),
-            lock,
-            None,
-            false,
-            forced.map(str::to_string),
-            true,
-        );
-        let (trace_tx, traces) = mpsc::sync_channel(sample_rate.max(1) as usize * 2);
-        let (result_tx, results) = mpsc::channel();
-        sampler
-            .start(trace_tx, result_tx)
-            .map_err(|e| AttachError::Other(format!("cannot start the rbspy sampler: {e:#}")))?;
-        let unverified = forced.map(|known| Unverified { running: running.clone(), known, sane: 0 });
+        let unverified = forced.map(|known| Unverified { running: running.clone(), known, sane: 0, inconclusive: 0, failed: 0 });
         Ok(Box::new(RubyProcessSpy {
             pid,
-            sampler,
-            traces: Some(traces),
-            results: Some(results),
+            inner,
+            states: ThreadStates::new(pid),
             cwd: cwd_of(pid),
             version: running,
             unverified,
@@ -114,9 +100,8 @@ fn cwd_of(pid: u32) -> Option<String> {
 
 struct RubyProcessSpy {
     pid: u32,
-    sampler: Sampler,
-    traces: Option<Receiver<rbspy::StackTrace>>,
-    results: Option<Receiver<anyhow::Result<()>>>,
+    inner: RubySpy,
+    states: ThreadStates,
     cwd: Option<String>,
     version: String,
     /// Set while a version fallback is on trial.
@@ -128,26 +113,32 @@ struct Unverified {
     running: String,
     known: &'static str,
     sane: u32,
+    inconclusive: u32,
+    failed: u32,
 }
 
 /// Stacks that must look right before a fallback layout is trusted.
 const SANE_STACKS_NEEDED: u32 = 5;
 
-/// Whether a trace looks like real Ruby: every frame has a printable, non-empty name and path,
-/// and some frame is Ruby code (`.rb`) or the main script.
-fn looks_sane(trace: &rbspy::StackTrace) -> Result<(), String> {
+/// Failed reads, with no sane stack yet, after which a fallback layout is given up (about a
+/// second at the default rate: a Ruby that is still starting can fail a few reads).
+const FAILED_READS_ALLOWED: u32 = 100;
+
+/// Whether a trace looks like real Ruby: every frame has a printable, non-empty name and path
+/// (else the layout is wrong), and some frame is Ruby code (`.rb`) or the main script (else
+/// nothing is proven either way: a Ruby still starting runs only internal and C frames).
+fn looks_sane(trace: &rbspy::StackTrace) -> Result<bool, String> {
     let printable = |s: &str| !s.is_empty() && s.len() < 4096 && s.chars().all(|c| !c.is_control());
     for f in &trace.trace {
         if !printable(&f.name) || !printable(&f.relative_path) {
             return Err(format!("unreadable frame {:?} in {:?}", f.name, f.relative_path));
         }
     }
-    let rubyish = trace.trace.iter().any(|f| f.relative_path.ends_with(".rb") || f.name == "<main>");
-    if !rubyish {
-        return Err("no Ruby code in the stack".into());
-    }
-    Ok(())
+    Ok(trace.trace.iter().any(|f| f.relative_path.ends_with(".rb") || f.name == "<main>"))
 }
+
+/// Stacks with no Ruby code at all after which a fallback layout is given up.
+const INCONCLUSIVE_STACKS_ALLOWED: u32 = 200;
 
 impl Spy for RubyProcessSpy {
     fn name(&self) -> &'static str {
@@ -165,64 +156,69 @@ impl Spy for RubyProcessSpy {
         }
     }
 
-    fn sample(&mut self, _pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
-        let traces = self.traces.as_ref().expect("receivers live until drop");
-        loop {
-            match traces.try_recv() {
-                Ok(trace) => {
-                    if trace.on_cpu == Some(false) || trace.trace.is_empty() {
-                        continue;
-                    }
-                    if let Some(u) = &mut self.unverified {
-                        if let Err(why) = looks_sane(&trace) {
-                            return Err(SampleError::Fatal(format!(
-                                "stacks read with Ruby {}'s layout look wrong ({why}): Ruby {} is not supported",
-                                u.known, u.running
-                            )));
-                        }
-                        u.sane += 1;
-                        if u.sane >= SANE_STACKS_NEEDED {
-                            log::info!("process {}: Ruby {}'s layout reads Ruby {} correctly", self.pid, u.known, u.running);
-                            self.unverified = None;
-                        }
-                    }
-                    out.push(convert(&trace, self.cwd.as_deref()));
+    fn sample(&mut self, pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
+        // Thread states first (a paused thread always looks idle): nothing running, nothing to read.
+        let activity = self.states.read().map_err(|_| SampleError::Gone)?;
+        if !activity.values().any(|&running| running) {
+            return Ok(());
+        }
+        let (inner, pid) = (&mut self.inner, self.pid);
+        let result = match pauser {
+            Some(p) => {
+                let mut result = None;
+                p.paused(pid, &mut || result = Some(inner.get_stack_trace(false))).map_err(SampleError::Other)?;
+                result.unwrap_or_else(|| Err(anyhow::anyhow!("process could not be paused")))
+            }
+            None => inner.get_stack_trace(false),
+        };
+        let trace = match result {
+            Ok(Some(trace)) if !trace.trace.is_empty() => trace,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if matches!(e.downcast_ref(), Some(rbspy::MemoryCopyError::ProcessEnded)) || !spy::process_alive(pid) {
+                    return Err(SampleError::Gone);
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break,
+                if let Some(u) = &mut self.unverified {
+                    u.failed += 1;
+                    if u.failed >= FAILED_READS_ALLOWED {
+                        return Err(SampleError::Fatal(format!(
+                            "reading Ruby {} with Ruby {}'s layout keeps failing ({e:#}): Ruby {} is not supported",
+                            u.running, u.known, u.running
+                        )));
+                    }
+                }
+                return Err(SampleError::Other(format!("{e:#}")));
+            }
+        };
+        if let Some(u) = &mut self.unverified {
+            match looks_sane(&trace) {
+                Err(why) => {
+                    return Err(SampleError::Fatal(format!(
+                        "stacks read with Ruby {}'s layout look wrong ({why}): Ruby {} is not supported",
+                        u.known, u.running
+                    )))
+                }
+                // Not proof either way: not trusted, not shown.
+                Ok(false) => {
+                    u.inconclusive += 1;
+                    if u.inconclusive >= INCONCLUSIVE_STACKS_ALLOWED {
+                        return Err(SampleError::Fatal(format!(
+                            "{} stacks read with Ruby {}'s layout show no Ruby code: Ruby {} is not supported",
+                            u.inconclusive, u.known, u.running
+                        )));
+                    }
+                    return Ok(());
+                }
+                Ok(true) => {}
+            }
+            u.sane += 1;
+            if u.sane >= SANE_STACKS_NEEDED {
+                log::info!("process {}: Ruby {}'s layout reads Ruby {} correctly", self.pid, u.known, u.running);
+                self.unverified = None;
             }
         }
-        // The sampler thread ends only when the process ended or rbspy gave up.
-        match self.results.as_ref().expect("receivers live until drop").try_recv() {
-            Ok(Ok(())) => Err(SampleError::Gone),
-            Ok(Err(e)) if !spy::process_alive(self.pid) => {
-                log::debug!("rbspy sampler of {} ended: {e:#}", self.pid);
-                Err(SampleError::Gone)
-            }
-            Ok(Err(e)) => Err(SampleError::Fatal(match &self.unverified {
-                Some(u) => format!("reading Ruby {} with Ruby {}'s layout failed: {e:#}", u.running, u.known),
-                None => format!("{e:#}"),
-            })),
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-impl Drop for RubyProcessSpy {
-    fn drop(&mut self) {
-        self.sampler.stop();
-        let (traces, results) = (self.traces.take(), self.results.take());
-        // rbspy's thread unwraps the send of its result: keep the receiver alive until it has
-        // sent, and drain traces so it is never stuck on a full channel.
-        let _ = std::thread::Builder::new().name("rbspy-reaper".into()).spawn(move || {
-            let (Some(traces), Some(results)) = (traces, results) else { return };
-            for _ in 0..100 {
-                while traces.try_recv().is_ok() {}
-                if results.recv_timeout(Duration::from_millis(50)).is_ok() {
-                    return;
-                }
-            }
-        });
+        out.push(convert(&trace, self.cwd.as_deref()));
+        Ok(())
     }
 }
 

@@ -117,6 +117,8 @@ pub struct AttachOptions {
     pub blocking: bool,
     /// The agent is the target's ptrace tracer (exec), so nobody else can ptrace it.
     pub traced_by_agent: bool,
+    /// Count threads that are not on CPU too (spies whose runtime reports thread states, .NET).
+    pub wall_clock: bool,
 }
 
 /// A runtime the agent knows how to profile: recognises its processes and attaches spies.

@@ -1,0 +1,193 @@
+//! Turns a nettrace stream into CPU stacks: samples weighted by time, frames named.
+//!
+//! The runtime samples every managed thread at its own fixed interval (1 ms on 3.1; slower
+//! when the machine is busy) and marks each sample Managed (running managed code) or External
+//! (native code, waits, sleeps). A thread's sample stands for the time since that thread's
+//! previous sample. To give the same units as the other spies (one stack per `1/--sample-rate`
+//! seconds of CPU), each thread's Managed time is accumulated and a stack is emitted for every
+//! whole period; with `include_external`, External time counts too (a wall-clock view).
+//!
+//! Frames are named when the block that carried the sample is done; a frame whose method event
+//! has not arrived yet (events of different threads are not ordered within a sequence-point
+//! window) is retried for a short grace time, then shown as `[unknown]`.
+
+use crate::events::{self, Known, SampleKind};
+use crate::nettrace::{Event, Handler, TraceHeader};
+use crate::symbols::Symbols;
+use spy::{Frame, Stack};
+use std::collections::HashMap;
+
+/// How long (trace time) an unresolved sample waits for its method events, by default.
+pub const GRACE_NS: i64 = 500_000_000;
+
+/// How samples become stacks.
+#[derive(Debug, Clone, Copy)]
+pub enum Weighting {
+    /// One stack per included sample (tests, fixtures).
+    PerSample,
+    /// One stack per `period_ns` of included thread time.
+    Period { period_ns: i64 },
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CollectorStats {
+    pub samples: u64,
+    pub managed: u64,
+    pub external: u64,
+    pub stacks_emitted: u64,
+    pub frames: u64,
+    pub unresolved_frames: u64,
+    pub methods_loaded: u64,
+}
+
+struct ThreadClock {
+    last_ns: i64,
+    carry_ns: i64,
+}
+
+struct Pending {
+    thread_id: u64,
+    ips: Vec<u64>,
+    copies: u32,
+    ns: i64,
+}
+
+pub struct Collector {
+    header: TraceHeader,
+    pub symbols: Symbols,
+    weighting: Weighting,
+    include_external: bool,
+    threads: HashMap<u64, ThreadClock>,
+    pending: Vec<Pending>,
+    latest_ns: i64,
+    /// How long (trace time) an unresolved sample waits for its method events; a capture
+    /// whose rundown comes at the end is read with `i64::MAX`.
+    pub grace_ns: i64,
+    /// Finished stacks, root first, waiting to be taken.
+    pub ready: Vec<Stack>,
+    pub stats: CollectorStats,
+}
+
+impl Collector {
+    pub fn new(weighting: Weighting, include_external: bool) -> Self {
+        Collector {
+            header: TraceHeader::default(),
+            symbols: Symbols::default(),
+            weighting,
+            include_external,
+            threads: HashMap::new(),
+            pending: Vec::new(),
+            latest_ns: 0,
+            grace_ns: GRACE_NS,
+            ready: Vec::new(),
+            stats: CollectorStats::default(),
+        }
+    }
+
+    /// The runtime's sampling interval, ns (1 ms when the header does not say).
+    fn interval_ns(&self) -> i64 {
+        match self.header.expected_sampling_interval_ns {
+            0 => 1_000_000,
+            n => n as i64,
+        }
+    }
+
+    fn sample(&mut self, e: &Event<'_>, kind: SampleKind) {
+        self.stats.samples += 1;
+        match kind {
+            SampleKind::Managed => self.stats.managed += 1,
+            SampleKind::External => self.stats.external += 1,
+            SampleKind::Error => {}
+        }
+        let ns = self.header.ticks_to_ns(e.timestamp);
+        self.latest_ns = self.latest_ns.max(ns);
+        let interval = self.interval_ns();
+        let clock = self.threads.entry(e.thread_id).or_insert(ThreadClock { last_ns: ns - interval, carry_ns: 0 });
+        // The time this sample stands for: since the thread's previous sample, bounded so that
+        // a gap (the thread was not managed for a while, the session started) is not charged.
+        let delta = (ns - clock.last_ns).clamp(0, 4 * interval);
+        clock.last_ns = ns;
+        let included = kind == SampleKind::Managed || (self.include_external && kind == SampleKind::External);
+        if !included || e.stack.is_empty() {
+            return;
+        }
+        let copies = match self.weighting {
+            Weighting::PerSample => 1,
+            Weighting::Period { period_ns } => {
+                clock.carry_ns += delta;
+                let n = clock.carry_ns / period_ns.max(1);
+                clock.carry_ns -= n * period_ns.max(1);
+                n as u32
+            }
+        };
+        if copies > 0 {
+            self.pending.push(Pending { thread_id: e.thread_id, ips: e.stack.to_vec(), copies, ns });
+        }
+    }
+
+    /// Names the frames of pending samples; `all` also gives up on unresolved ones.
+    pub fn resolve_pending(&mut self, all: bool) {
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            let complete = p.ips.iter().all(|&ip| self.symbols.resolve(ip).is_some());
+            if !complete && !all && self.latest_ns.saturating_sub(p.ns) < self.grace_ns {
+                self.pending.push(p);
+                continue;
+            }
+            let frames: Vec<Frame> = p
+                .ips
+                .iter()
+                .rev()
+                .map(|&ip| {
+                    self.stats.frames += 1;
+                    match self.symbols.resolve(ip) {
+                        Some(r) => Frame {
+                            function: r.name.to_string(),
+                            file: r.module.map(|m| m.to_string()).unwrap_or_default(),
+                            line: 0,
+                        },
+                        None => {
+                            self.stats.unresolved_frames += 1;
+                            Frame { function: "[unknown]".into(), file: String::new(), line: 0 }
+                        }
+                    }
+                })
+                .collect();
+            for _ in 1..p.copies {
+                self.ready.push(Stack { thread_id: p.thread_id, frames: frames.clone() });
+            }
+            self.ready.push(Stack { thread_id: p.thread_id, frames });
+            self.stats.stacks_emitted += p.copies as u64;
+        }
+    }
+}
+
+impl Handler for Collector {
+    fn header(&mut self, header: &TraceHeader) {
+        self.header = *header;
+    }
+
+    fn event(&mut self, e: &Event<'_>) {
+        // A payload shorter than its layout is skipped, not fatal: one odd event must not end
+        // the session.
+        match events::classify(e) {
+            Ok(Known::Sample(kind)) => self.sample(e, kind),
+            Ok(Known::MethodLoad(m)) => {
+                self.stats.methods_loaded += 1;
+                let name = m.full_name();
+                self.symbols.add_method(m.start, m.size, name, m.module_id);
+            }
+            Ok(Known::MethodUnload { start }) => self.symbols.remove_method(start),
+            Ok(Known::Module { id, path }) => self.symbols.add_module(id, &path),
+            Ok(Known::Other) | Err(_) => {}
+        }
+    }
+
+    fn sequence_point(&mut self) {}
+
+    fn block_done(&mut self) {
+        if !self.pending.is_empty() {
+            self.resolve_pending(false);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! .NET: a real CoreCLR 3.1 (PyPI `dotnetcore2`, installed by scripts/test.sh) running
+//! examples/dotnet/Burn.cs (compiled with Debian's Mono `mcs`) under `pyroscope exec` and
+//! `connect`, against the in-test receiver.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The `dotnet` host of CoreCLR 3.1 (`$DOTNET31_ROOT`, by default `~/.cache/dotnet31`).
+fn dotnet() -> PathBuf {
+    let root = std::env::var_os("DOTNET31_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dotnet31"));
+    let d = root.join("dotnetcore2/bin/dotnet");
+    assert!(d.exists(), "CoreCLR 3.1 is missing at {} (scripts/test.sh installs it from PyPI)", d.display());
+    d
+}
+
+/// examples/dotnet/Burn.cs compiled once per test run: the directory holding burn.dll.
+fn burn_dll() -> &'static PathBuf {
+    static DLL: OnceLock<PathBuf> = OnceLock::new();
+    DLL.get_or_init(|| {
+        let dir = tempdir("dotnet-burn");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/dotnet");
+        let out = Command::new("mcs")
+            .args(["-optimize+", "-target:exe"])
+            .arg(format!("-out:{}", dir.join("burn.dll").display()))
+            .arg(src.join("Burn.cs"))
+            .output()
+            .expect("mcs (Debian's mono-mcs; scripts/test.sh installs it)");
+        assert!(out.status.success(), "mcs: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::copy(src.join("burn.runtimeconfig.json"), dir.join("burn.runtimeconfig.json")).unwrap();
+        dir.join("burn.dll")
+    })
+}
+
+fn start_burn(seconds: &str, env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(dotnet());
+    c.arg(burn_dll()).arg(seconds).stdout(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    // Let the runtime create its diagnostics socket.
+    std::thread::sleep(Duration::from_millis(700));
+    child
+}
+
+#[test]
+fn exec_uploads_dotnet_stacks_with_the_split_and_keeps_the_exit_code() {
+    let server = Receiver::ok();
+    let r = run(
+        pyroscope(&[
+            "exec", "--server-address", &server.url, "--application-name", "shop.billing", "--tag", "lang=dotnet",
+            "--sample-rate", "250", "--log-level", "debug",
+            path_str(&dotnet()), path_str(burn_dll()), "4", "7",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(7), "stderr: {}", r.stderr);
+    assert!(r.stderr.contains(".NET 3.1.23 (CoreCLR)"), "{}", r.stderr);
+    let pushes = server.accepted(PUSH_PATH);
+    assert!(!pushes.is_empty(), "{}", r.stderr);
+    let mut all = Vec::new();
+    for p in &pushes {
+        let (labels, prof) = decode_push(p);
+        assert_eq!(labels["pyroscope_spy"], "dotnetspy");
+        assert_eq!(labels["service_name"], "shop.billing");
+        assert_eq!(labels["lang"], "dotnet");
+        assert_eq!(prof.period, 4_000_000);
+        all.extend(samples(&prof));
+    }
+    let (s, f) = split(&all, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
+    assert_split(s, f);
+    // CPU nanoseconds, as for the other spies: one busy thread for ~4 s is ~4e9 ns.
+    let total: i64 = all.iter().map(|s| s.value).sum();
+    assert!((2_500_000_000..=5_200_000_000).contains(&total), "{total} ns of CPU for 4 s of one busy thread");
+    // The sleeping thread is not in a CPU profile.
+    assert!(!all.iter().any(|s| s.has("Sleeper")), "sleeping thread in a CPU profile");
+    let leaf = all.iter().filter(|s| s.has("BurnDemo.Worker.Slow")).max_by_key(|s| s.value).unwrap().frames.last().unwrap().clone();
+    assert_eq!(leaf.0, "BurnDemo.Worker.Work");
+    assert_eq!(leaf.1, "burn.dll");
+}
+
+#[test]
+fn connect_to_a_running_dotnet() {
+    let mut app = start_burn("5", &[]);
+    let out = tempdir("dotnet-connect").join("p.txt");
+    let pid = app.id().to_string();
+    let r = run(pyroscope(&["connect", "--pid", &pid, "--sample-rate", "250", "--output", path_str(&out)]), Duration::from_secs(30));
+    assert!(app.wait().unwrap().success());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
+    assert_split(s, f);
+}
+
+/// `--dotnet-wall-clock` counts the sleeping thread too.
+#[test]
+fn wall_clock_view_includes_sleeping_threads() {
+    let out = tempdir("dotnet-wall").join("p.txt");
+    let r = run(
+        pyroscope(&["exec", "--dotnet-wall-clock", "--output", path_str(&out), path_str(&dotnet()), path_str(burn_dll()), "3"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let sleeper: u64 = lines.iter().filter(|(s, _)| s.contains("Sleeper")).map(|(_, n)| n).sum();
+    let busy: u64 = lines.iter().filter(|(s, _)| s.contains("BurnDemo.Worker.Work")).map(|(_, n)| n).sum();
+    // Both threads exist for the whole run: about as many samples each.
+    assert!(sleeper * 2 > busy && busy * 2 > sleeper, "sleeper {sleeper}, busy {busy}");
+}
+
+#[test]
+fn diagnostics_disabled_is_a_clear_error() {
+    let mut app = start_burn("10", &[("COMPlus_EnableDiagnostics", "0")]);
+    let pid = app.id().to_string();
+    let r = run(pyroscope(&["connect", "--pid", &pid, "--output", "/tmp/dotnet-off.txt"]), Duration::from_secs(30));
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(errors[0].contains("COMPlus_EnableDiagnostics=0"), "{}", errors[0]);
+}
+
+#[test]
+fn dotnetspy_on_a_process_that_is_not_dotnet() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let r = run(pyroscope(&["connect", "--pid", &pid, "--spy-name", "dotnetspy"]), Duration::from_secs(20));
+    sleeper.kill().unwrap();
+    let _ = sleeper.wait();
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("does not look like a .NET process"), "{}", r.stderr);
+}
