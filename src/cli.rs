@@ -143,6 +143,13 @@ pub struct CommonArgs {
           require_equals = true, default_value = "false", default_missing_value = "true",
           value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub dotnet_wall_clock: bool,
+
+    /// Under exec, stop ptrace-tracing a .NET process once its spy is attached (measured: see
+    /// README). For comparing both ways.
+    #[arg(long, env = "PYROSCOPE_DOTNET_RELEASE_PTRACE", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "true", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL", hide = true)]
+    pub dotnet_release_ptrace: bool,
 }
 
 #[derive(Args, Debug)]

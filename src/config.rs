@@ -58,6 +58,8 @@ pub struct Settings {
     pub blocking: Vec<&'static str>,
     /// .NET threads outside managed code count too.
     pub wall_clock: bool,
+    /// Under exec, stop tracing processes of runtimes that sample themselves (.NET).
+    pub release_ptrace: bool,
     pub upload: Option<UploadSettings>,
     /// Files written at exit: `--output`, or the default files when no server is given.
     pub outputs: Vec<(PathBuf, OutputFormat)>,
@@ -271,6 +273,7 @@ impl Settings {
                 .filter_map(|(on, name)| on.then_some(name))
                 .collect(),
             wall_clock: args.dotnet_wall_clock,
+            release_ptrace: args.dotnet_release_ptrace,
             upload,
             outputs,
         })

@@ -303,6 +303,14 @@ impl Session {
                     );
                     target.state = TargetState::Active(spy);
                     self.stats.ever_attached = true;
+                    if runtime.release_from_tracer() && self.settings.release_ptrace {
+                        if let Some(t) = self.tracer.as_mut().filter(|t| t.traces(Pid::from_raw(pid as i32))) {
+                            match t.release(Pid::from_raw(pid as i32)) {
+                                Ok(()) => log::debug!("process {pid} released from ptrace ({} samples itself)", runtime.runtime_name()),
+                                Err(e) => log::debug!("process {pid} stays traced: {e}"),
+                            }
+                        }
+                    }
                 }
                 Err(AttachError::NotReady(_)) if target.since.elapsed() < ATTACH_PATIENCE => {
                     // Every tick for the first second (interpreter start-up), then every 100 ms.
@@ -532,7 +540,7 @@ impl Session {
             }
             self.recheck_watched();
             self.attach_pending(None);
-            if self.tracer.is_none() && self.settings.detect_subprocesses {
+            if self.tracer.as_ref().is_none_or(|t| t.has_released()) && self.settings.detect_subprocesses {
                 self.scan_children();
             }
             let now = Instant::now();

@@ -63,6 +63,8 @@ pub struct Tracer {
     processes: HashSet<Pid>,
     events: Vec<Event>,
     received: VecDeque<Received>,
+    /// Processes no longer traced (see [`Tracer::release`]); their exit is still reported.
+    released: HashSet<Pid>,
 }
 
 const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
@@ -130,7 +132,14 @@ impl Tracer {
     pub fn new(root: Pid) -> Tracer {
         let mut tracees = HashMap::new();
         tracees.insert(root, Tracee { tgid: root, state: State::Running });
-        Tracer { root, tracees, processes: HashSet::from([root]), events: Vec::new(), received: VecDeque::new() }
+        Tracer {
+            root,
+            tracees,
+            processes: HashSet::from([root]),
+            events: Vec::new(),
+            received: VecDeque::new(),
+            released: HashSet::new(),
+        }
     }
 
     /// Whether every thread of `pid` is traced by us (so we can pause it).
@@ -172,6 +181,18 @@ impl Tracer {
     }
 
     fn handle(&mut self, status: Status) {
+        if let Status::Stopped(tid, _) | Status::PtraceEvent(tid, _, _) | Status::PtraceSyscall(tid) = status {
+            // A thread of a released process that was still being attached (a clone under way
+            // during the release): let it go too.
+            if !self.released.is_empty() && !self.tracees.contains_key(&tid) && self.released.contains(&self.tgid_of(tid)) {
+                let sig = match status {
+                    Status::Stopped(_, sig) => sig,
+                    _ => 0,
+                };
+                unsafe { libc::ptrace(libc::PTRACE_DETACH, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig as libc::c_long) };
+                return;
+            }
+        }
         match status {
             Status::Exited(pid, code) => self.gone(pid, Exit::Code(code)),
             Status::Signaled(pid, sig) => self.gone(pid, Exit::Signal(sig)),
@@ -184,7 +205,7 @@ impl Tracer {
 
     fn gone(&mut self, pid: Pid, exit: Exit) {
         self.tracees.remove(&pid);
-        if self.processes.remove(&pid) {
+        if self.processes.remove(&pid) | self.released.remove(&pid) {
             self.events.push(Event::Exited(pid, exit));
         }
     }
@@ -340,6 +361,34 @@ impl Tracer {
         } else {
             Err("process exited".into())
         }
+    }
+
+    /// Whether some process was released.
+    pub fn has_released(&self) -> bool {
+        !self.released.is_empty()
+    }
+
+    /// Stops tracing `pid` (all its threads), delivering any signal that arrived meanwhile. Its
+    /// exit is still reported when it is our child; its new subprocesses are not seen anymore.
+    pub fn release(&mut self, pid: Pid) -> Result<(), String> {
+        self.pause(pid, Duration::from_millis(500))?;
+        let threads: Vec<(Pid, Option<i32>)> = self
+            .tracees
+            .iter()
+            .filter(|(_, t)| t.tgid == pid)
+            .map(|(&tid, t)| (tid, if let State::Paused(sig) = t.state { sig } else { None }))
+            .collect();
+        for (tid, sig) in threads {
+            // Paused threads are in a ptrace stop, as PTRACE_DETACH requires; a thread in
+            // another state (just created) is let go when its first stop arrives.
+            unsafe {
+                libc::ptrace(libc::PTRACE_DETACH, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig.unwrap_or(0) as libc::c_long)
+            };
+            self.tracees.remove(&tid);
+        }
+        self.processes.remove(&pid);
+        self.released.insert(pid);
+        Ok(())
     }
 
     /// Resumes the threads of `pid` that [`pause`](Self::pause) stopped, delivering any signal

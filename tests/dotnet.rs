@@ -137,3 +137,25 @@ fn dotnetspy_on_a_process_that_is_not_dotnet() {
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("does not look like a .NET process"), "{}", r.stderr);
 }
+
+/// Under exec the .NET process is released from ptrace once profiled (see README): a SIGTERM
+/// sent to pyroscope still reaches it once, and pyroscope ends exactly as the program does when
+/// run directly and sent the same signal.
+#[test]
+fn sigterm_under_exec_ends_like_the_program_run_directly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut direct = start_burn("30", &[]);
+    std::thread::sleep(Duration::from_millis(1300));
+    unsafe { libc::kill(direct.id() as i32, libc::SIGTERM) };
+    let expected = direct.wait().unwrap();
+
+    let mut agent = pyroscope(&["exec", "--log-level", "debug", "--output", "/tmp/dotnet-term.txt", path_str(&dotnet()), path_str(burn_dll()), "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let out = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("released from ptrace"), "{stderr}");
+    assert_eq!((out.status.code(), out.status.signal()), (expected.code(), expected.signal()), "{stderr}");
+}

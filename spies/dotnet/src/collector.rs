@@ -84,11 +84,12 @@ impl Collector {
         }
     }
 
-    /// The runtime's sampling interval, ns (1 ms when the header does not say).
+    /// The runtime's sampling interval, ns (1 ms when the header does not say; kept within
+    /// 0.1–100 ms whatever it says).
     fn interval_ns(&self) -> i64 {
         match self.header.expected_sampling_interval_ns {
             0 => 1_000_000,
-            n => n as i64,
+            n => (n as i64).clamp(100_000, 100_000_000),
         }
     }
 
@@ -102,10 +103,10 @@ impl Collector {
         let ns = self.header.ticks_to_ns(e.timestamp);
         self.latest_ns = self.latest_ns.max(ns);
         let interval = self.interval_ns();
-        let clock = self.threads.entry(e.thread_id).or_insert(ThreadClock { last_ns: ns - interval, carry_ns: 0 });
+        let clock = self.threads.entry(e.thread_id).or_insert(ThreadClock { last_ns: ns.saturating_sub(interval), carry_ns: 0 });
         // The time this sample stands for: since the thread's previous sample, bounded so that
         // a gap (the thread was not managed for a while, the session started) is not charged.
-        let delta = (ns - clock.last_ns).clamp(0, 4 * interval);
+        let delta = ns.saturating_sub(clock.last_ns).clamp(0, 4 * interval);
         clock.last_ns = ns;
         let included = kind == SampleKind::Managed || (self.include_external && kind == SampleKind::External);
         if !included || e.stack.is_empty() {
@@ -114,10 +115,11 @@ impl Collector {
         let copies = match self.weighting {
             Weighting::PerSample => 1,
             Weighting::Period { period_ns } => {
-                clock.carry_ns += delta;
-                let n = clock.carry_ns / period_ns.max(1);
-                clock.carry_ns -= n * period_ns.max(1);
-                n as u32
+                let period = period_ns.max(1);
+                clock.carry_ns = clock.carry_ns.saturating_add(delta);
+                let n = clock.carry_ns / period;
+                clock.carry_ns -= n * period;
+                n.min(10_000) as u32
             }
         };
         if copies > 0 {

@@ -57,6 +57,10 @@ impl Runtime for DotNet {
         spy::maps_library(pid, is_coreclr)
     }
 
+    fn release_from_tracer(&self) -> bool {
+        true
+    }
+
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
         if !spy::process_alive(pid) {
             return Err(AttachError::Gone);
@@ -89,7 +93,7 @@ impl Runtime for DotNet {
         };
         let period_ns = 1_000_000_000 / i64::from(options.sample_rate.max(1));
         let reader = SessionReader::start(pid, socket, period_ns, options.wall_clock)?;
-        Ok(Box::new(DotNetProcessSpy { pid, version, reader }))
+        Ok(Box::new(DotNetProcessSpy { pid, version, reader, ended_seen: None }))
     }
 }
 
@@ -139,6 +143,10 @@ fn read_session(pid: u32, socket: &std::path::Path, period_ns: i64, wall_clock: 
         e => format!("starting an EventPipe session: {e}"),
     })?;
     let read_half = stream.try_clone().map_err(|e| format!("socket: {e}"))?;
+    // .NET 5+ describe themselves; 3.1 answers "unknown command" and /proc said it all.
+    if let Some(info) = ipc::process_info(socket) {
+        log::debug!("process {pid}: {:?}, runtime {}", info.command_line, info.runtime_version.as_deref().unwrap_or("?"));
+    }
     shared.lock().expect("not poisoned").session = Some((session, stream));
     let mut collector = Collector::new(Weighting::Period { period_ns }, wall_clock);
     // Then one rundown: the methods that existed before the session started.
@@ -201,6 +209,8 @@ struct DotNetProcessSpy {
     pid: u32,
     version: Option<String>,
     reader: SessionReader,
+    /// When the end of the stream was first seen.
+    ended_seen: Option<std::time::Instant>,
 }
 
 impl Spy for DotNetProcessSpy {
@@ -222,12 +232,20 @@ impl Spy for DotNetProcessSpy {
     fn sample(&mut self, _pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
         let mut s = self.reader.shared.lock().expect("not poisoned");
         out.append(&mut s.ready);
-        match &s.ended {
-            None => Ok(()),
-            Some(_) if !spy::process_alive(self.pid) => Err(SampleError::Gone),
-            Some(Ok(_)) => Err(SampleError::Fatal("the runtime ended the EventPipe session".into())),
-            Some(Err(e)) => Err(SampleError::Fatal(e.clone())),
+        let Some(ended) = &s.ended else { return Ok(()) };
+        if !spy::process_alive(self.pid) {
+            return Err(SampleError::Gone);
         }
+        // A runtime that shuts down ends its sessions first and exits a moment later: give it
+        // that moment before calling the end a failure.
+        let since = *self.ended_seen.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < std::time::Duration::from_secs(3) {
+            return Ok(());
+        }
+        Err(SampleError::Fatal(match ended {
+            Ok(_) => "the runtime ended the EventPipe session while the process goes on".into(),
+            Err(e) => e.clone(),
+        }))
     }
 }
 

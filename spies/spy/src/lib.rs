@@ -131,8 +131,14 @@ pub trait Runtime: Sync {
     /// (`/proc/PID/exe`) and the libraries it maps (`/proc/PID/maps`), never from argv.
     fn detect(&self, pid: u32) -> bool;
     /// Attaches a spy to `pid`.
-    /// Attaches a spy to `pid`.
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError>;
+    /// Whether, under `exec`, the agent should stop ptrace-tracing this runtime's processes once
+    /// a spy is attached: for a runtime that samples itself and suspends its threads with
+    /// signals, tracing only costs (every signal to a traced thread is a round trip through the
+    /// tracer). Its new subprocesses are then found by scanning `/proc`.
+    fn release_from_tracer(&self) -> bool {
+        false
+    }
 }
 
 /// Tells which threads of a process are on CPU, cheaply, sample after sample.
