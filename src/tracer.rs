@@ -118,9 +118,18 @@ pub fn wait(pid: Option<Pid>, flags: libc::c_int) -> Result<Status, Errno> {
 
 /// `PTRACE_CONT` delivering `sig` (any number, real-time ones included).
 fn ptrace_cont(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
-    let r = unsafe {
-        libc::ptrace(libc::PTRACE_CONT, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig.unwrap_or(0) as libc::c_long)
-    };
+    resume_request(libc::PTRACE_CONT, tid, sig)
+}
+
+/// `PTRACE_DETACH` delivering `sig`.
+fn ptrace_detach(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
+    resume_request(libc::PTRACE_DETACH, tid, sig)
+}
+
+/// A ptrace request whose data is the signal to deliver (nix's take only `Signal`, which has no
+/// real-time signals).
+fn resume_request(request: libc::c_uint, tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
+    let r = unsafe { libc::ptrace(request, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig.unwrap_or(0) as libc::c_long) };
     if r < 0 {
         Err(Errno::last())
     } else {
@@ -186,10 +195,10 @@ impl Tracer {
             // during the release): let it go too.
             if !self.released.is_empty() && !self.tracees.contains_key(&tid) && self.released.contains(&self.tgid_of(tid)) {
                 let sig = match status {
-                    Status::Stopped(_, sig) => sig,
-                    _ => 0,
+                    Status::Stopped(_, sig) => Some(sig),
+                    _ => None,
                 };
-                unsafe { libc::ptrace(libc::PTRACE_DETACH, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig as libc::c_long) };
+                let _ = ptrace_detach(tid, sig);
                 return;
             }
         }
@@ -381,9 +390,7 @@ impl Tracer {
         for (tid, sig) in threads {
             // Paused threads are in a ptrace stop, as PTRACE_DETACH requires; a thread in
             // another state (just created) is let go when its first stop arrives.
-            unsafe {
-                libc::ptrace(libc::PTRACE_DETACH, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig.unwrap_or(0) as libc::c_long)
-            };
+            let _ = ptrace_detach(tid, sig);
             self.tracees.remove(&tid);
         }
         self.processes.remove(&pid);

@@ -198,6 +198,16 @@ fn paused_reads(stderr: &str) -> u64 {
         .unwrap_or_else(|| panic!("no paused count in {line:?}"))
 }
 
+/// The 3:1 split holds in the collapsed profile at `out`, and every stack in it was read with the
+/// target paused.
+fn assert_split_read_in_pauses(out: &std::path::Path, stderr: &str) {
+    let lines = collapsed(&std::fs::read_to_string(out).unwrap());
+    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
+    assert_split(s, f);
+    let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
+    assert!(paused_reads(stderr) >= stacks, "every stack read in a pause: {stderr}");
+}
+
 /// `--rbspy-blocking` with connect: every read happens with the process paused (remoteprocess's
 /// ptrace lock, as the agent is not its tracer); the program runs to its normal end.
 #[test]
@@ -210,11 +220,7 @@ fn connect_with_rbspy_blocking() {
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(!r.stderr.contains("warn:"), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
-    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
-    assert_split(s, f);
-    let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
-    assert!(paused_reads(&r.stderr) >= stacks, "every stack read in a pause: {}", r.stderr);
+    assert_split_read_in_pauses(&out, &r.stderr);
 }
 
 /// `--rbspy-blocking` under exec: the agent is the tracer, so it pauses the process itself (as
@@ -229,11 +235,7 @@ fn exec_with_rbspy_blocking_pauses_through_the_tracer() {
     );
     assert_eq!(r.code, Some(3), "{}", r.stderr);
     assert!(!r.stderr.contains("warn:") && !r.stderr.contains("error:"), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
-    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
-    assert_split(s, f);
-    let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
-    assert!(paused_reads(&r.stderr) >= stacks, "every stack read in a pause: {}", r.stderr);
+    assert_split_read_in_pauses(&out, &r.stderr);
 }
 
 /// A script with a `#!/usr/bin/ruby` line run directly (how `bundle`, `rake`, `rails`, `puma` and

@@ -131,27 +131,24 @@ impl Collector {
     pub fn resolve_pending(&mut self, all: bool) {
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
-            let complete = p.ips.iter().all(|&ip| self.symbols.resolve(ip).is_some());
-            if !complete && !all && self.latest_ns.saturating_sub(p.ns) < self.grace_ns {
+            let resolved: Vec<_> = p.ips.iter().map(|&ip| self.symbols.resolve(ip)).collect();
+            if resolved.iter().any(Option::is_none) && !all && self.latest_ns.saturating_sub(p.ns) < self.grace_ns {
                 self.pending.push(p);
                 continue;
             }
-            let frames: Vec<Frame> = p
-                .ips
-                .iter()
+            self.stats.frames += resolved.len() as u64;
+            let frames: Vec<Frame> = resolved
+                .into_iter()
                 .rev()
-                .map(|&ip| {
-                    self.stats.frames += 1;
-                    match self.symbols.resolve(ip) {
-                        Some(r) => Frame {
-                            function: r.name.to_string(),
-                            file: r.module.map(|m| m.to_string()).unwrap_or_default(),
-                            line: 0,
-                        },
-                        None => {
-                            self.stats.unresolved_frames += 1;
-                            Frame { function: "[unknown]".into(), file: String::new(), line: 0 }
-                        }
+                .map(|r| match r {
+                    Some(r) => Frame {
+                        function: r.name.to_string(),
+                        file: r.module.map(|m| m.to_string()).unwrap_or_default(),
+                        line: 0,
+                    },
+                    None => {
+                        self.stats.unresolved_frames += 1;
+                        Frame { function: "[unknown]".into(), file: String::new(), line: 0 }
                     }
                 })
                 .collect();

@@ -28,12 +28,10 @@ pub fn is_coreclr(name: &str) -> bool {
     name == "libcoreclr.so"
 }
 
-/// The runtime version, from where libcoreclr.so is mapped
+/// The runtime version, from the directory libcoreclr.so is mapped from
 /// (`…/shared/Microsoft.NETCore.App/3.1.23/libcoreclr.so`).
-pub fn runtime_version(pid: u32) -> Option<String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let path = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.ends_with("/libcoreclr.so"))?;
-    let dir = std::path::Path::new(path).parent()?.file_name()?.to_string_lossy().into_owned();
+pub fn runtime_version(coreclr_path: &str) -> Option<String> {
+    let dir = std::path::Path::new(coreclr_path).parent()?.file_name()?.to_string_lossy().into_owned();
     dir.chars().next().is_some_and(|c| c.is_ascii_digit()).then_some(dir)
 }
 
@@ -65,11 +63,11 @@ impl Runtime for DotNet {
         if !spy::process_alive(pid) {
             return Err(AttachError::Gone);
         }
-        if !self.detect(pid) {
+        let Some(coreclr) = spy::mapped_library(pid, is_coreclr) else {
             let exe = spy::exe_name(pid).unwrap_or_default();
             return Err(AttachError::WrongRuntime(format!("{exe} does not map libcoreclr.so")));
-        }
-        let version = runtime_version(pid);
+        };
+        let version = runtime_version(&coreclr);
         if let Some(major) = version.as_deref().and_then(|v| v.split('.').next()?.parse::<u32>().ok()) {
             if major < 3 {
                 return Err(AttachError::Unsupported(format!(

@@ -266,13 +266,16 @@ pub fn exe_name(pid: u32) -> Option<String> {
 
 /// Whether `pid` maps a file whose basename satisfies `pred`.
 pub fn maps_library(pid: u32, pred: impl Fn(&str) -> bool) -> bool {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return false;
-    };
+    mapped_library(pid, pred).is_some()
+}
+
+/// The full path of the first file mapped by `pid` whose basename satisfies `pred`.
+pub fn mapped_library(pid: u32, pred: impl Fn(&str) -> bool) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     maps.lines()
         .filter_map(|l| l.split_whitespace().nth(5))
-        .filter_map(|p| p.rsplit('/').next())
-        .any(pred)
+        .find(|p| p.rsplit('/').next().is_some_and(&pred))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
