@@ -199,6 +199,7 @@ impl Session {
                     anyhow::bail!("process {pid} does not look like a {} process: {m}", runtime.runtime_name())
                 }
                 Err(AttachError::Permission(m)) => anyhow::bail!(crate::errors::permission_message(pid, &m)),
+                Err(AttachError::Denied(m)) => anyhow::bail!("no permission to profile process {pid}: {m}"),
                 Err(AttachError::Unsupported(m)) => anyhow::bail!("process {pid}: {m}"),
                 Err(AttachError::Gone) => anyhow::bail!("process {pid} exited"),
                 Err(AttachError::Other(m)) => anyhow::bail!("cannot profile process {pid}: {m}"),
@@ -321,11 +322,12 @@ impl Session {
                     self.targets.remove(&pid);
                 }
                 Err(e) => {
-                    self.stats.attach_failed |= target.detected || matches!(e, AttachError::Permission(_) | AttachError::Unsupported(_));
+                    self.stats.attach_failed |= target.detected || matches!(e, AttachError::Permission(_) | AttachError::Denied(_) | AttachError::Unsupported(_));
                     let quiet = !target.detected && pid == root && matches!(e, AttachError::NotReady(_));
                     let name = runtime.runtime_name();
                     match &e {
                         AttachError::Permission(m) => log::error!("{}", crate::errors::permission_message(pid, m)),
+                        AttachError::Denied(m) => log::error!("no permission to profile process {pid}: {m}; it is not profiled"),
                         AttachError::Unsupported(m) => log::error!("process {pid}: {m}; it is not profiled"),
                         _ if quiet || !target.detected => log::debug!("process {pid} is not {name}: {e}"),
                         _ => log::warn!("process {pid} looks like {name} but no spy could attach: {e}"),

@@ -159,3 +159,79 @@ fn sigterm_under_exec_ends_like_the_program_run_directly() {
     assert!(stderr.contains("released from ptrace"), "{stderr}");
     assert_eq!((out.status.code(), out.status.signal()), (expected.code(), expected.signal()), "{stderr}");
 }
+
+/// Under exec the .NET process leaves ptrace, so the tracer no longer sees its forks: a child
+/// it starts later (here a CPython running the Python example) is found by scanning /proc and
+/// profiled with its own spy, next to the .NET stacks.
+#[test]
+fn subprocess_of_a_released_dotnet_process_is_profiled() {
+    let out = tempdir("dotnet-child").join("p.txt");
+    let r = run(
+        pyroscope(&[
+            "exec", "--log-level", "debug", "--sample-rate", "250", "--output", path_str(&out),
+            path_str(&dotnet()), path_str(burn_dll()), "5", "0",
+            path_str(&python("3.11")), path_str(&example_app()), "4",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("released from ptrace"), "{}", r.stderr);
+    assert!(r.stderr.contains("(CPython 3.11"), "the child was not profiled: {}", r.stderr);
+    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
+    assert_split(s, f);
+    let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
+    assert_split(s, f);
+}
+
+/// An unprivileged agent and a root-owned .NET process: the message says how to get ptrace
+/// permission.
+#[test]
+fn unprivileged_agent_is_told_how_to_get_ptrace_permission() {
+    let mut app = start_burn("20", &[]);
+    let r = as_nobody(&[], app.id());
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let line = one_error(&r);
+    assert!(line.contains("SYS_PTRACE"), "{line}");
+}
+
+/// With ptrace permission (CAP_SYS_PTRACE) but another user: the runtime's socket is mode 0600,
+/// so the agent may read the process but not open the socket. It says so up front, with the
+/// socket's owner, instead of failing later in the session.
+#[test]
+fn diagnostics_socket_of_another_user_is_a_clear_error() {
+    let mut app = start_burn("20", &[]);
+    let r = as_nobody(&["--inh-caps=+sys_ptrace", "--ambient-caps=+sys_ptrace"], app.id());
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let line = one_error(&r);
+    assert!(
+        line.contains("no permission to profile process") && line.contains("belongs to uid 0 with mode 0600")
+            && line.contains("pyroscope runs as uid 65534"),
+        "{line}"
+    );
+    assert!(!r.stderr.contains("profiling process"), "{}", r.stderr);
+}
+
+/// `pyroscope connect --pid PID` run as uid 65534 through setpriv (with extra setpriv flags).
+fn as_nobody(setpriv: &[&str], pid: u32) -> Run {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(setpriv)
+        .arg("--")
+        .arg(bin())
+        .args(["connect", "--pid", &pid.to_string(), "--output", &format!("/tmp/pyroscope-nobody-{pid}.txt")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run(cmd, Duration::from_secs(20))
+}
+
+fn one_error(r: &Run) -> String {
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    errors[0].to_string()
+}

@@ -3,7 +3,9 @@
 //
 // Build with Mono's C# compiler, run on CoreCLR (see README.md next to this file):
 //   mcs -optimize+ -out:burn.dll -target:exe Burn.cs
-//   dotnet burn.dll [seconds]        (default: run until killed)
+//   dotnet burn.dll [seconds [exit-code [command args...]]]
+// seconds defaults to "until killed"; a command, when given, is started as a child process first
+// (the tests use it to check that a profiler finds the subprocesses of a .NET program).
 using System;
 using System.Runtime.CompilerServices;
 using System.Threading;
@@ -50,6 +52,11 @@ namespace BurnDemo
         {
             double seconds = args.Length > 0 ? double.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : double.MaxValue;
             int exitCode = args.Length > 1 ? int.Parse(args[1]) : 0;
+            if (args.Length > 2)
+            {
+                var start = new System.Diagnostics.ProcessStartInfo(args[2], string.Join(" ", args, 3, args.Length - 3)) { UseShellExecute = false };
+                System.Diagnostics.Process.Start(start);
+            }
             var sleeper = new Thread(Sleeper) { IsBackground = true, Name = "sleeper" };
             sleeper.Start();
             var clock = System.Diagnostics.Stopwatch.StartNew();

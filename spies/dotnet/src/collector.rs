@@ -19,6 +19,10 @@ use std::collections::HashMap;
 
 /// How long (trace time) an unresolved sample waits for its method events, by default.
 pub const GRACE_NS: i64 = 500_000_000;
+/// A thread not sampled for this long (trace time) is forgotten, so that a program that keeps
+/// starting threads does not grow the map. Its next sample, if any, counts one interval, which
+/// the 4-interval clamp would nearly have given it anyway.
+const THREAD_IDLE_NS: i64 = 2_000_000_000;
 
 /// How samples become stacks.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +64,8 @@ pub struct Collector {
     threads: HashMap<u64, ThreadClock>,
     pending: Vec<Pending>,
     latest_ns: i64,
+    /// When (trace time) idle threads were last forgotten.
+    pruned_ns: i64,
     /// How long (trace time) an unresolved sample waits for its method events; a capture
     /// whose rundown comes at the end is read with `i64::MAX`.
     pub grace_ns: i64,
@@ -69,6 +75,11 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// Threads currently remembered (for tests of bounded memory).
+    pub fn threads_tracked(&self) -> usize {
+        self.threads.len()
+    }
+
     pub fn new(weighting: Weighting, include_external: bool) -> Self {
         Collector {
             header: TraceHeader::default(),
@@ -78,6 +89,7 @@ impl Collector {
             threads: HashMap::new(),
             pending: Vec::new(),
             latest_ns: 0,
+            pruned_ns: 0,
             grace_ns: GRACE_NS,
             ready: Vec::new(),
             stats: CollectorStats::default(),
@@ -187,6 +199,11 @@ impl Handler for Collector {
     fn block_done(&mut self) {
         if !self.pending.is_empty() {
             self.resolve_pending(false);
+        }
+        if self.latest_ns.saturating_sub(self.pruned_ns) > THREAD_IDLE_NS {
+            let latest = self.latest_ns;
+            self.threads.retain(|_, c| latest.saturating_sub(c.last_ns) <= THREAD_IDLE_NS);
+            self.pruned_ns = latest;
         }
     }
 }

@@ -18,8 +18,10 @@ pub const HR_UNKNOWN_COMMAND: u32 = 0x8013_1385;
 pub enum IpcError {
     /// No `dotnet-diagnostic-*` socket for the process (yet).
     NoSocket(String),
-    /// The socket exists but may not be opened by us.
+    /// The socket's directory may not be read: no ptrace permission over the process.
     Permission(String),
+    /// The socket exists but its owner and mode do not let us open it.
+    Denied(String),
     /// The runtime answered with an error HRESULT.
     Command { hresult: u32, what: &'static str },
     Io(String),
@@ -28,7 +30,7 @@ pub enum IpcError {
 impl std::fmt::Display for IpcError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IpcError::NoSocket(m) | IpcError::Permission(m) | IpcError::Io(m) => f.write_str(m),
+            IpcError::NoSocket(m) | IpcError::Permission(m) | IpcError::Denied(m) | IpcError::Io(m) => f.write_str(m),
             IpcError::Command { hresult, what } => {
                 let name = match *hresult {
                     0x8013_1384 => " (bad encoding)",
@@ -70,9 +72,33 @@ pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
     }
     // The one whose key is this process's start time; else (a pid reused in a container) the newest.
     found.sort();
-    found.pop().map(|(_, _, p)| p).ok_or_else(|| {
+    let socket = found.pop().map(|(_, _, p)| p).ok_or_else(|| {
         IpcError::NoSocket(format!("no diagnostics socket {}{prefix}*-socket", dir.display().to_string() + "/"))
-    })
+    })?;
+    check_access(&socket)?;
+    Ok(socket)
+}
+
+/// Connecting to a Unix socket needs write permission on it, and the runtime creates it with
+/// mode 0600: only its own user (or root) may connect. Said up front, with the owner, instead of
+/// as a failed connect later.
+fn check_access(socket: &std::path::Path) -> Result<(), IpcError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::ffi::CString::new(socket.as_os_str().as_bytes()) else { return Ok(()) };
+    // SAFETY: a valid C string; faccessat only reads it.
+    let ok = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::R_OK | libc::W_OK, libc::AT_EACCESS) } == 0;
+    if ok || std::io::Error::last_os_error().raw_os_error() != Some(libc::EACCES) {
+        return Ok(());
+    }
+    let (owner, mode) = std::fs::metadata(socket).map(|m| (m.uid(), m.mode() & 0o777)).unwrap_or((u32::MAX, 0));
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    Err(IpcError::Denied(format!(
+        "its .NET diagnostics socket {} belongs to uid {owner} with mode {mode:04o}, and pyroscope runs as uid {me}: \
+         run pyroscope as uid {owner} (the process's user) or as root",
+        socket.display()
+    )))
 }
 
 /// The pid of `pid` inside its own pid namespace (last field of `NSpid:`).
@@ -149,7 +175,7 @@ fn providers(mut p: Payload, list: &[Provider<'_>]) -> Payload {
 /// and the reply's payload.
 pub fn command(socket: &std::path::Path, set: u8, id: u8, payload: &[u8], what: &'static str) -> Result<(UnixStream, Vec<u8>), IpcError> {
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => IpcError::Permission(format!("cannot connect to {}: {e}", socket.display())),
+        std::io::ErrorKind::PermissionDenied => IpcError::Denied(format!("cannot connect to {}: {e}", socket.display())),
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             IpcError::NoSocket(format!("cannot connect to {}: {e}", socket.display()))
         }

@@ -79,6 +79,7 @@ impl Runtime for DotNet {
         let socket = match ipc::find_socket(pid) {
             Ok(s) => s,
             Err(IpcError::Permission(m)) => return Err(AttachError::Permission(m)),
+            Err(IpcError::Denied(m)) => return Err(AttachError::Denied(m)),
             Err(e) => {
                 if let Some(setting) = disabled_by_environment(pid) {
                     return Err(AttachError::Unsupported(format!(
@@ -137,7 +138,7 @@ fn read_session(pid: u32, socket: &std::path::Path, period_ns: i64, wall_clock: 
         Provider { name: events::RUNTIME, keywords: events::RUNTIME_KEYWORDS, level: events::LEVEL_VERBOSE },
     ];
     let (stream, session) = ipc::collect_tracing(socket, BUFFER_MB, false, &providers).map_err(|e| match e {
-        IpcError::Permission(m) => format!("{m}: run pyroscope as the user of process {pid}, or as root"),
+        IpcError::Permission(m) | IpcError::Denied(m) => format!("{m}: run pyroscope as the user of process {pid}, or as root"),
         e => format!("starting an EventPipe session: {e}"),
     })?;
     let read_half = stream.try_clone().map_err(|e| format!("socket: {e}"))?;

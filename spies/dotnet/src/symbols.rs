@@ -55,7 +55,17 @@ impl Symbols {
     }
 
     pub fn remove_method(&mut self, start: u64) {
-        self.ranges.remove(&start);
+        if let Some((_, name, _)) = self.ranges.remove(&start) {
+            // The names map and `name` are the last holders: no live range has this name.
+            if Arc::strong_count(&name) == 2 {
+                self.names.remove(&*name);
+            }
+        }
+    }
+
+    /// Distinct method names held.
+    pub fn names(&self) -> usize {
+        self.names.len()
     }
 
     pub fn resolve(&self, ip: u64) -> Option<Resolved<'_>> {
@@ -84,5 +94,11 @@ mod tests {
         assert!(s.resolve(0xfff).is_none());
         s.remove_method(0x2000);
         assert!(s.resolve(0x2001).is_none());
+        // Fast still has a range, so its name stays; Slow's goes with its last range.
+        assert_eq!(s.names(), 2);
+        s.remove_method(0x1020);
+        assert_eq!(s.names(), 1);
+        s.remove_method(0x1000);
+        assert_eq!((s.names(), s.len()), (0, 0));
     }
 }

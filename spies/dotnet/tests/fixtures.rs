@@ -276,15 +276,21 @@ mod synth {
         let mut ts = 0;
         for (meta, tid, stack, at, payload) in blobs {
             b.push(1 | 4 | 8 | 128);
-            b.push(*meta as u8);
-            b.push(*tid as u8);
-            b.push(*stack as u8);
-            b.push((at - ts) as u8);
+            for v in [u64::from(*meta), *tid, u64::from(*stack), at - ts, payload.len() as u64] {
+                varint(&mut b, v);
+            }
             ts = *at;
-            b.push(payload.len() as u8);
             b.extend_from_slice(payload);
         }
         b
+    }
+
+    fn varint(b: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            b.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        b.push(v as u8);
     }
 
     pub fn sample_profiler_metadata(id: u32) -> Vec<u8> {
@@ -345,6 +351,30 @@ fn stack_ids_are_scoped_to_sequence_point_windows() {
     assert_eq!(got.0, vec![vec![0xA1, 0xA0], vec![0xB1, 0xB0], vec![]]);
     assert_eq!(r.stats.missing_stacks, 1, "stack 2 does not exist in the second window");
     assert_eq!(r.stats.sequence_points, 1);
+}
+
+/// A program that keeps starting short-lived threads does not grow the collector: threads not
+/// sampled for 2 s (trace time) are forgotten, and every sample is still counted.
+#[test]
+fn threads_that_ended_are_forgotten() {
+    use synth::*;
+    let managed = 2u32.to_le_bytes().to_vec();
+    let mut w = W::new();
+    w.trace();
+    w.block("MetadataBlock", &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]));
+    w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
+    // 3000 threads, each sampled once, one every 10 ms: 30 s of trace, 100 events per block.
+    let blobs: Vec<_> = (0..3000u64).map(|i| (1, 1000 + i, 1, 10 + i * 10_000_000, managed.clone())).collect();
+    for chunk in blobs.chunks(100) {
+        w.block("EventBlock", &events(chunk));
+    }
+    w.end();
+    let mut c = Collector::new(Weighting::PerSample, false);
+    assert_eq!(Reader::new(&w.0[..]).run(&mut c).unwrap(), End::Clean);
+    c.resolve_pending(true);
+    assert_eq!(c.stats.stacks_emitted, 3000);
+    // At most 2 s of threads plus one block and one pruning period: ~ 200 + 100 + 200.
+    assert!(c.threads_tracked() <= 500, "{} threads remembered", c.threads_tracked());
 }
 
 /// Every input of the fuzz corpus (spies/dotnet/fuzz, grown by `cargo fuzz run nettrace`, with

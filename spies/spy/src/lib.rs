@@ -87,8 +87,11 @@ pub enum AttachError {
     WrongRuntime(String),
     /// The runtime's version is not supported.
     Unsupported(String),
-    /// The OS refused to let us read the process.
+    /// The OS refused to let us read the process (ptrace permission).
     Permission(String),
+    /// The runtime's own access control refused us (e.g. the file mode of .NET's diagnostics
+    /// socket); the message says what is needed.
+    Denied(String),
     /// The process exited.
     Gone,
     Other(String),
@@ -101,6 +104,7 @@ impl fmt::Display for AttachError {
             | AttachError::WrongRuntime(m)
             | AttachError::Unsupported(m)
             | AttachError::Permission(m)
+            | AttachError::Denied(m)
             | AttachError::Other(m) => f.write_str(m),
             AttachError::Gone => write!(f, "process exited"),
         }
