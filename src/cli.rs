@@ -63,7 +63,12 @@ pub struct CommonArgs {
     pub server_address: Option<String>,
 
     /// Sent as `Authorization: Bearer <token>`.
-    #[arg(long, env = "PYROSCOPE_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "PYROSCOPE_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub auth_token: Option<String>,
 
     /// HTTP basic auth user (e.g. a Grafana Cloud stack id).
@@ -71,7 +76,12 @@ pub struct CommonArgs {
     pub basic_auth_user: Option<String>,
 
     /// HTTP basic auth password.
-    #[arg(long, env = "PYROSCOPE_BASIC_AUTH_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    #[arg(
+        long,
+        env = "PYROSCOPE_BASIC_AUTH_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
     pub basic_auth_password: Option<String>,
 
     /// Tenant id for a multi-tenant server, sent as `X-Scope-OrgID`.
@@ -79,16 +89,31 @@ pub struct CommonArgs {
     pub tenant_id: Option<String>,
 
     /// Extra HTTP header for uploads, `'Name: value'`; repeatable.
-    #[arg(long = "header", env = "PYROSCOPE_HEADER", value_name = "'NAME: VALUE'", hide_env_values = true)]
+    #[arg(
+        long = "header",
+        env = "PYROSCOPE_HEADER",
+        value_name = "'NAME: VALUE'",
+        hide_env_values = true
+    )]
     pub headers: Vec<String>,
 
     /// Samples per second (0 means the default, 100).
-    #[arg(long, env = "PYROSCOPE_SAMPLE_RATE", default_value_t = 100, value_name = "HZ")]
+    #[arg(
+        long,
+        env = "PYROSCOPE_SAMPLE_RATE",
+        default_value_t = 100,
+        value_name = "HZ"
+    )]
     pub sample_rate: u32,
 
     /// Which spy to use: `auto` (recognise the runtime from the running executable), `pyspy`
     /// (CPython) or `rbspy` (MRI Ruby).
-    #[arg(long, env = "PYROSCOPE_SPY_NAME", default_value = "auto", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "PYROSCOPE_SPY_NAME",
+        default_value = "auto",
+        value_name = "NAME"
+    )]
     pub spy_name: String,
 
     /// Also profile descendant processes that run Python (multiprocessing, gunicorn workers, ...).
@@ -98,11 +123,22 @@ pub struct CommonArgs {
     pub detect_subprocesses: bool,
 
     /// Tag added to every profile, `key=value`; repeatable (env: comma-separated).
-    #[arg(long = "tag", env = "PYROSCOPE_TAG", value_delimiter = ',', value_name = "KEY=VALUE")]
+    #[arg(
+        long = "tag",
+        env = "PYROSCOPE_TAG",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
     pub tags: Vec<String>,
 
     /// Log level of pyroscope's own messages (on stderr).
-    #[arg(long, env = "PYROSCOPE_LOG_LEVEL", value_enum, default_value = "info", ignore_case = true)]
+    #[arg(
+        long,
+        env = "PYROSCOPE_LOG_LEVEL",
+        value_enum,
+        default_value = "info",
+        ignore_case = true
+    )]
     pub log_level: LogLevel,
 
     /// Print nothing of pyroscope's own (errors that stop it are still printed).
@@ -117,7 +153,12 @@ pub struct CommonArgs {
     pub upstream_request_timeout: std::time::Duration,
 
     /// Accepted for compatibility with the Go CLI; uploads use one connection.
-    #[arg(long, env = "PYROSCOPE_UPSTREAM_THREADS", default_value_t = 4, hide = true)]
+    #[arg(
+        long,
+        env = "PYROSCOPE_UPSTREAM_THREADS",
+        default_value_t = 4,
+        hide = true
+    )]
     pub upstream_threads: u32,
 
     /// Also write the whole run's profile here at exit; format by extension: .svg (flamegraph),
@@ -172,7 +213,12 @@ pub struct ExecArgs {
     pub group_name: Option<String>,
 
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -182,7 +228,12 @@ pub struct ConnectArgs {
     pub common: CommonArgs,
 
     /// Process id to profile.
-    #[arg(long, env = "PYROSCOPE_PID", required = true, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "PYROSCOPE_PID",
+        required = true,
+        allow_negative_numbers = true
+    )]
     pub pid: i64,
 }
 
@@ -200,11 +251,17 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_end);
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
-        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 10s, 500ms, 1m)"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?} (examples: 10s, 500ms, 1m)"))?;
         let scale = match unit {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -243,14 +300,20 @@ pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, clap::Error>
         return Ok(out);
     };
     let cmd = Cli::command();
-    let subcmd = cmd.find_subcommand(&sub).expect("subcommand exists").clone();
+    let subcmd = cmd
+        .find_subcommand(&sub)
+        .expect("subcommand exists")
+        .clone();
     // Long flags of this subcommand that take the next argument as their value.
     let takes_value = |name: &str| {
         subcmd.get_arguments().any(|a| {
-            a.get_long() == Some(name) && a.get_action().takes_values() && !a.is_require_equals_set()
+            a.get_long() == Some(name)
+                && a.get_action().takes_values()
+                && !a.is_require_equals_set()
         })
     };
-    let known = |name: &str| name == "help" || subcmd.get_arguments().any(|a| a.get_long() == Some(name));
+    let known =
+        |name: &str| name == "help" || subcmd.get_arguments().any(|a| a.get_long() == Some(name));
     while let Some(arg) = it.next() {
         let Some(s) = arg.to_str().map(str::to_owned) else {
             // Not UTF-8: cannot be one of our flags, so it is the program.
@@ -331,16 +394,45 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from).collect()).unwrap()).unwrap()
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from).collect()).unwrap())
+            .unwrap()
     }
 
     #[test]
     fn single_dash_flags_and_child_args() {
         assert_eq!(
-            norm(&["pyroscope", "exec", "-spy-name", "pyspy", "python", "app.py", "--tag", "x"]),
-            ["pyroscope", "exec", "--spy-name", "pyspy", "--", "python", "app.py", "--tag", "x"]
+            norm(&[
+                "pyroscope",
+                "exec",
+                "-spy-name",
+                "pyspy",
+                "python",
+                "app.py",
+                "--tag",
+                "x"
+            ]),
+            [
+                "pyroscope",
+                "exec",
+                "--spy-name",
+                "pyspy",
+                "--",
+                "python",
+                "app.py",
+                "--tag",
+                "x"
+            ]
         );
-        let Command::Exec(e) = parse(&["pyroscope", "exec", "-spy-name", "pyspy", "python", "-c", "--x"]).command
+        let Command::Exec(e) = parse(&[
+            "pyroscope",
+            "exec",
+            "-spy-name",
+            "pyspy",
+            "python",
+            "-c",
+            "--x",
+        ])
+        .command
         else {
             panic!()
         };
@@ -351,8 +443,16 @@ mod tests {
     #[test]
     fn explicit_double_dash_and_bools() {
         let Command::Exec(e) = parse(&[
-            "pyroscope", "exec", "--detect-subprocesses=false", "--no-logging", "--tag", "a=b", "--tag=c=d", "--",
-            "python3", "--version",
+            "pyroscope",
+            "exec",
+            "--detect-subprocesses=false",
+            "--no-logging",
+            "--tag",
+            "a=b",
+            "--tag=c=d",
+            "--",
+            "python3",
+            "--version",
         ])
         .command
         else {
@@ -366,22 +466,41 @@ mod tests {
 
     #[test]
     fn bool_flag_does_not_eat_the_program() {
-        let Command::Exec(e) = parse(&["pyroscope", "exec", "--pyspy-blocking", "true"]).command else { panic!() };
+        let Command::Exec(e) = parse(&["pyroscope", "exec", "--pyspy-blocking", "true"]).command
+        else {
+            panic!()
+        };
         assert!(e.common.pyspy_blocking);
         assert_eq!(e.command, ["true"]);
     }
 
     #[test]
     fn unknown_flag_is_an_error() {
-        let r = normalize_args(["pyroscope", "exec", "--non-existing-flag", "python"].iter().map(OsString::from).collect());
-        assert!(r.unwrap_err().to_string().contains("unknown flag: --non-existing-flag"));
+        let r = normalize_args(
+            ["pyroscope", "exec", "--non-existing-flag", "python"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+        );
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("unknown flag: --non-existing-flag"));
         // After the program, anything goes.
-        assert!(normalize_args(["pyroscope", "exec", "python", "--non-existing-flag"].iter().map(OsString::from).collect()).is_ok());
+        assert!(normalize_args(
+            ["pyroscope", "exec", "python", "--non-existing-flag"]
+                .iter()
+                .map(OsString::from)
+                .collect()
+        )
+        .is_ok());
     }
 
     #[test]
     fn connect_pid() {
-        let Command::Connect(c) = parse(&["pyroscope", "connect", "-pid", "42"]).command else { panic!() };
+        let Command::Connect(c) = parse(&["pyroscope", "connect", "-pid", "42"]).command else {
+            panic!()
+        };
         assert_eq!(c.pid, 42);
     }
 

@@ -30,9 +30,18 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
     let mut signals = prepare(&args.common)?;
     let settings = Settings::from_args(&args.common, || default_app_name(&args.command, None))?;
     log::debug!("settings: {settings:?}");
-    let creds = launch::credentials(args.user_name.as_deref(), args.group_name.as_deref(), args.no_root_drop)?;
+    let creds = launch::credentials(
+        args.user_name.as_deref(),
+        args.group_name.as_deref(),
+        args.no_root_drop,
+    )?;
     if let Some(c) = &creds {
-        log::info!("dropping permissions: running the command as {} (uid {}, gid {})", c.describe, c.uid, c.gid);
+        log::info!(
+            "dropping permissions: running the command as {} (uid {}, gid {})",
+            c.describe,
+            c.uid,
+            c.gid
+        );
     }
     let program = match launch::resolve_program(&args.command[0]) {
         Ok(p) => p,
@@ -42,7 +51,13 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
         }
     };
     let options = launch::trace_options(settings.detect_subprocesses);
-    let launched = match launch::spawn(&program, &args.command, creds.as_ref(), options, &signals.original_mask) {
+    let launched = match launch::spawn(
+        &program,
+        &args.command,
+        creds.as_ref(),
+        options,
+        &signals.original_mask,
+    ) {
         Ok(l) => l,
         Err(e) => {
             log_fatal(&format!("{e}"));
@@ -83,7 +98,10 @@ fn wait_unprofiled(pid: Pid) -> Outcome {
 pub fn connect(args: ConnectArgs) -> anyhow::Result<Outcome> {
     let mut signals = prepare(&args.common)?;
     if args.pid <= 0 || args.pid > i64::from(i32::MAX) {
-        anyhow::bail!("invalid --pid {}: give the id of a running process", args.pid);
+        anyhow::bail!(
+            "invalid --pid {}: give the id of a running process",
+            args.pid
+        );
     }
     let pid = args.pid as u32;
     if !spy::process_alive(pid) {

@@ -78,7 +78,8 @@ pub fn parse_app_name(full: &str) -> Result<(String, BTreeMap<String, String>)> 
         bail!("invalid application name {full:?}: missing closing '}}'");
     };
     for pair in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = parse_tag(pair).with_context(|| format!("invalid application name {full:?}"))?;
+        let (k, v) =
+            parse_tag(pair).with_context(|| format!("invalid application name {full:?}"))?;
         tags.insert(k, v);
     }
     Ok((name, tags))
@@ -94,7 +95,10 @@ pub fn parse_tag(s: &str) -> Result<(String, String)> {
     if k.is_empty() {
         bail!("invalid tag {s:?}: the key is empty");
     }
-    if let Some(c) = k.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.')) {
+    if let Some(c) = k
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.'))
+    {
         bail!("invalid tag key {k:?}: character {c:?} is not allowed (use letters, digits, '_' and '.')");
     }
     if k.starts_with("__") {
@@ -110,7 +114,10 @@ fn validate_app_name(name: &str) -> Result<()> {
     if name.is_empty() {
         bail!("invalid application name: it is empty");
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
+    {
         bail!("invalid application name {name:?}: character {c:?} is not allowed (use letters, digits, '_', '.', '-' and '/')");
     }
     Ok(())
@@ -122,7 +129,11 @@ pub fn parse_header(s: &str) -> Result<(String, String)> {
         bail!("invalid header {s:?}: expected 'Name: value'");
     };
     let name = name.trim();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
         bail!("invalid header name {name:?}");
     }
     let value = value.trim();
@@ -134,9 +145,17 @@ pub fn parse_header(s: &str) -> Result<(String, String)> {
 
 /// Parses and checks the server address; credentials in the URL become basic auth.
 pub fn parse_server_url(s: &str) -> Result<(url::Url, Option<(String, String)>)> {
-    let mut url = url::Url::parse(s.trim()).map_err(|e| anyhow::anyhow!("invalid server address {:?}: {e} (expected e.g. http://pyroscope:4040)", redact_url_text(s)))?;
+    let mut url = url::Url::parse(s.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid server address {:?}: {e} (expected e.g. http://pyroscope:4040)",
+            redact_url_text(s)
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        bail!("invalid server address {:?}: the scheme must be http or https", redact_url_text(s));
+        bail!(
+            "invalid server address {:?}: the scheme must be http or https",
+            redact_url_text(s)
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
         bail!("invalid server address {:?}: no host", redact_url_text(s));
@@ -171,15 +190,25 @@ fn redact_url_text(s: &str) -> String {
 /// The name used when none is given: the script or program being run (`app` for
 /// `python app.py`), else the executable's name.
 pub fn default_app_name(command: &[std::ffi::OsString], pid_exe: Option<String>) -> String {
-    let args: Vec<String> = command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let base = |s: &str| {
         let b = s.rsplit('/').next().unwrap_or(s);
         b.split('.').next().unwrap_or(b).to_string()
     };
-    let mut name = args.first().map(|p| base(p)).or(pid_exe.map(|e| base(&e))).unwrap_or_else(|| "app".into());
+    let mut name = args
+        .first()
+        .map(|p| base(p))
+        .or(pid_exe.map(|e| base(&e)))
+        .unwrap_or_else(|| "app".into());
     if spy_python::is_python_exe(&name) || spy_ruby::is_ruby_exe(&name) || name == "env" {
         // `python app.py`, `ruby app.rb`, `python -m module`: name it after what it runs.
-        let mut it = args.iter().skip(1).skip_while(|a| name == "env" && (a.starts_with('-') || a.contains('=')));
+        let mut it = args
+            .iter()
+            .skip(1)
+            .skip_while(|a| name == "env" && (a.starts_with('-') || a.contains('=')));
         if name == "env" {
             it.next();
         }
@@ -203,9 +232,19 @@ pub fn default_app_name(command: &[std::ffi::OsString], pid_exe: Option<String>)
     }
     let cleaned: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if cleaned.is_empty() { "app".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "app".into()
+    } else {
+        cleaned
+    }
 }
 
 impl Settings {
@@ -229,8 +268,17 @@ impl Settings {
         // Validated by the commands before anything else; normalised here.
         let spy_name = args.spy_name.trim().to_ascii_lowercase();
 
-        let headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>>>()?;
-        let upload = match args.server_address.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let headers = args
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>>>()?;
+        let upload = match args
+            .server_address
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             None => None,
             Some(addr) => {
                 let (url, url_creds) = parse_server_url(addr)?;
@@ -258,20 +306,33 @@ impl Settings {
         }
         if upload.is_none() && outputs.is_empty() {
             let stamp = crate::output::file_timestamp();
-            for (ext, fmt) in [("svg", OutputFormat::Flamegraph), ("pb.gz", OutputFormat::Pprof)] {
-                outputs.push((PathBuf::from(format!("{app_name}-{stamp}.{ext}").replace('/', "_")), fmt));
+            for (ext, fmt) in [
+                ("svg", OutputFormat::Flamegraph),
+                ("pb.gz", OutputFormat::Pprof),
+            ] {
+                outputs.push((
+                    PathBuf::from(format!("{app_name}-{stamp}.{ext}").replace('/', "_")),
+                    fmt,
+                ));
             }
         }
         Ok(Settings {
             app_name,
             tags,
-            sample_rate: if args.sample_rate == 0 { 100 } else { args.sample_rate.min(10_000) },
+            sample_rate: if args.sample_rate == 0 {
+                100
+            } else {
+                args.sample_rate.min(10_000)
+            },
             spy_name,
             detect_subprocesses: args.detect_subprocesses,
-            blocking: [(args.pyspy_blocking, "pyspy"), (args.rbspy_blocking, "rbspy")]
-                .into_iter()
-                .filter_map(|(on, name)| on.then_some(name))
-                .collect(),
+            blocking: [
+                (args.pyspy_blocking, "pyspy"),
+                (args.rbspy_blocking, "rbspy"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect(),
             wall_clock: args.dotnet_wall_clock,
             release_ptrace: args.dotnet_release_ptrace,
             upload,
@@ -304,7 +365,10 @@ mod tests {
 
     #[test]
     fn headers() {
-        assert_eq!(parse_header("X-Foo: bar: baz").unwrap(), ("X-Foo".into(), "bar: baz".into()));
+        assert_eq!(
+            parse_header("X-Foo: bar: baz").unwrap(),
+            ("X-Foo".into(), "bar: baz".into())
+        );
         assert!(parse_header("nocolon").is_err());
         assert!(parse_header("Bad Name: x").is_err());
     }
@@ -317,7 +381,11 @@ mod tests {
         let (u, c) = parse_server_url("https://123:s3cr%40t@host/prefix").unwrap();
         assert_eq!(u.as_str(), "https://host/prefix");
         assert_eq!(c.unwrap(), ("123".into(), "s3cr@t".into()));
-        for bad in ["htp//user:secret@x", "htp:/user:secret@host", "ftp://user:secret@host"] {
+        for bad in [
+            "htp//user:secret@x",
+            "htp:/user:secret@host",
+            "ftp://user:secret@host",
+        ] {
             let err = parse_server_url(bad).unwrap_err().to_string();
             assert!(!err.contains("secret"), "{err}");
         }

@@ -45,7 +45,9 @@ impl LaunchError {
 impl std::fmt::Display for LaunchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LaunchError::NotFound(m) | LaunchError::NotExecutable(m) | LaunchError::Other(m) => f.write_str(m),
+            LaunchError::NotFound(m) | LaunchError::NotExecutable(m) | LaunchError::Other(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -61,12 +63,17 @@ pub struct Launched {
 pub fn resolve_program(prog: &OsStr) -> Result<PathBuf, LaunchError> {
     let shown = prog.to_string_lossy();
     let check = |p: &Path| -> Result<(), LaunchError> {
-        let meta = std::fs::metadata(p).map_err(|_| LaunchError::NotFound(format!("{shown}: no such file")))?;
+        let meta = std::fs::metadata(p)
+            .map_err(|_| LaunchError::NotFound(format!("{shown}: no such file")))?;
         if meta.is_dir() {
-            return Err(LaunchError::NotExecutable(format!("{shown}: is a directory")));
+            return Err(LaunchError::NotExecutable(format!(
+                "{shown}: is a directory"
+            )));
         }
         if meta.permissions().mode() & 0o111 == 0 {
-            return Err(LaunchError::NotExecutable(format!("{shown}: permission denied (not executable)")));
+            return Err(LaunchError::NotExecutable(format!(
+                "{shown}: permission denied (not executable)"
+            )));
         }
         Ok(())
     };
@@ -92,7 +99,11 @@ pub fn resolve_program(prog: &OsStr) -> Result<PathBuf, LaunchError> {
 }
 
 /// Looks up `--user-name` / `--group-name` (names or numeric ids) and the sudo root drop.
-pub fn credentials(user: Option<&str>, group: Option<&str>, no_root_drop: bool) -> anyhow::Result<Option<Credentials>> {
+pub fn credentials(
+    user: Option<&str>,
+    group: Option<&str>,
+    no_root_drop: bool,
+) -> anyhow::Result<Option<Credentials>> {
     use crate::users;
     let mut uid_gid: Option<(u32, u32, String)> = None;
     if nix::unistd::Uid::effective().is_root() && !no_root_drop {
@@ -110,25 +121,42 @@ pub fn credentials(user: Option<&str>, group: Option<&str>, no_root_drop: bool) 
                 user_name = Some(pw.name);
             }
             // A numeric id with no passwd entry is fine (common in containers).
-            (None, Ok(id)) => uid_gid = Some((id, uid_gid.map(|x| x.1).unwrap_or(id), format!("uid {id}"))),
-            (None, Err(_)) => anyhow::bail!("unknown user {u:?} (--user-name): not in /etc/passwd; a numeric uid works too"),
+            (None, Ok(id)) => {
+                uid_gid = Some((id, uid_gid.map(|x| x.1).unwrap_or(id), format!("uid {id}")))
+            }
+            (None, Err(_)) => anyhow::bail!(
+                "unknown user {u:?} (--user-name): not in /etc/passwd; a numeric uid works too"
+            ),
         }
     }
     if let Some(g) = group.filter(|s| !s.is_empty()) {
-        let gid = users::group(g)
-            .ok_or_else(|| anyhow::anyhow!("unknown group {g:?} (--group-name): not in /etc/group; a numeric gid works too"))?;
+        let gid = users::group(g).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown group {g:?} (--group-name): not in /etc/group; a numeric gid works too"
+            )
+        })?;
         let (uid, desc) = match &uid_gid {
             Some((u, _, d)) => (*u, d.clone()),
-            None => (nix::unistd::Uid::effective().as_raw(), "current user".into()),
+            None => (
+                nix::unistd::Uid::effective().as_raw(),
+                "current user".into(),
+            ),
         };
         uid_gid = Some((uid, gid, format!("{desc}, group {g}")));
     }
-    let Some((uid, gid, describe)) = uid_gid else { return Ok(None) };
+    let Some((uid, gid, describe)) = uid_gid else {
+        return Ok(None);
+    };
     let groups = match &user_name {
         Some(n) => users::groups_of(n, gid),
         None => vec![gid],
     };
-    Ok(Some(Credentials { uid, gid, groups, describe }))
+    Ok(Some(Credentials {
+        uid,
+        gid,
+        groups,
+        describe,
+    }))
 }
 
 /// ptrace options for the child: exec always, threads (clone) always, processes when
@@ -142,7 +170,12 @@ pub fn trace_options(follow_forks: bool) -> ptrace::Options {
 }
 
 fn cstring(s: &OsStr) -> Result<CString, LaunchError> {
-    CString::new(s.as_bytes()).map_err(|_| LaunchError::Other(format!("{}: argument contains a NUL byte", s.to_string_lossy())))
+    CString::new(s.as_bytes()).map_err(|_| {
+        LaunchError::Other(format!(
+            "{}: argument contains a NUL byte",
+            s.to_string_lossy()
+        ))
+    })
 }
 
 /// Starts `argv` as a traced child. `child_mask` is the signal mask the child gets (the one
@@ -180,7 +213,10 @@ pub fn spawn(
     // SAFETY: the child only calls async-signal-safe functions before execve or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(LaunchError::Other(format!("fork failed: {}", std::io::Error::last_os_error())));
+        return Err(LaunchError::Other(format!(
+            "fork failed: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     if pid == 0 {
         unsafe {
@@ -228,7 +264,13 @@ pub fn spawn(
     let mut buf = [0u8; 5];
     let mut got = 0;
     while got < buf.len() {
-        let n = unsafe { libc::read(err_r, buf[got..].as_mut_ptr() as *mut libc::c_void, buf.len() - got) };
+        let n = unsafe {
+            libc::read(
+                err_r,
+                buf[got..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - got,
+            )
+        };
         if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
@@ -245,11 +287,16 @@ pub fn spawn(
     let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::__WALL));
     let errno = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
     let err = std::io::Error::from_raw_os_error(errno);
-    let shown = argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let shown = argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Err(match (buf[0], errno) {
         (1, _) => LaunchError::Other(format!(
             "cannot run {shown} as {}: {err}",
-            creds.map(|c| c.describe.as_str()).unwrap_or("the requested user")
+            creds
+                .map(|c| c.describe.as_str())
+                .unwrap_or("the requested user")
         )),
         (_, libc::ENOENT) => LaunchError::NotFound(format!("{shown}: {err}")),
         _ => LaunchError::NotExecutable(format!("cannot execute {shown}: {err}")),
@@ -267,7 +314,10 @@ unsafe fn report_and_exit(fd: libc::c_int, stage: u8, code: libc::c_int) -> ! {
 fn pipe() -> Result<(libc::c_int, libc::c_int), LaunchError> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(LaunchError::Other(format!("pipe failed: {}", std::io::Error::last_os_error())));
+        return Err(LaunchError::Other(format!(
+            "pipe failed: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok((fds[0], fds[1]))
 }
@@ -290,9 +340,18 @@ mod tests {
     #[test]
     fn resolves_programs() {
         assert!(resolve_program(OsStr::new("sh")).unwrap().is_absolute());
-        assert!(matches!(resolve_program(OsStr::new("no-such-program-xyz")), Err(LaunchError::NotFound(_))));
-        assert!(matches!(resolve_program(OsStr::new("/etc/passwd")), Err(LaunchError::NotExecutable(_))));
-        assert!(matches!(resolve_program(OsStr::new("/tmp")), Err(LaunchError::NotExecutable(_))));
+        assert!(matches!(
+            resolve_program(OsStr::new("no-such-program-xyz")),
+            Err(LaunchError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve_program(OsStr::new("/etc/passwd")),
+            Err(LaunchError::NotExecutable(_))
+        ));
+        assert!(matches!(
+            resolve_program(OsStr::new("/tmp")),
+            Err(LaunchError::NotExecutable(_))
+        ));
     }
 
     #[test]

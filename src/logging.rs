@@ -36,7 +36,10 @@ static LOGGER: StderrLogger = StderrLogger;
 /// Only our crates log; libraries (py-spy, rbspy, spytools, reqwest...) would flood stderr.
 fn ours(target: &str) -> bool {
     let krate = target.split("::").next().unwrap_or(target);
-    matches!(krate, "pyroscope" | "spy" | "spy_python" | "spy_ruby")
+    matches!(
+        krate,
+        "pyroscope" | "spy" | "spy_python" | "spy_ruby" | "spy_dotnet"
+    )
 }
 
 /// Installs the logger. `--no-logging` silences everything; fatal errors are printed by `main`.
@@ -63,7 +66,11 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn new(every: Duration) -> Self {
-        RateLimit { every, last: None, suppressed: 0 }
+        RateLimit {
+            every,
+            last: None,
+            suppressed: 0,
+        }
     }
 
     /// `Some(n)` when a message may be logged now, with `n` messages suppressed since the last.
@@ -90,6 +97,7 @@ mod tests {
     fn only_our_crates_log() {
         assert!(ours("pyroscope::session"));
         assert!(ours("spy_ruby"));
+        assert!(ours("spy_dotnet::collector"));
         assert!(ours("spy_python::tids"));
         assert!(!ours("spytools::process"));
         assert!(!ours("rbspy::core"));

@@ -25,12 +25,18 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     pub fn from_path(path: &Path) -> Result<OutputFormat> {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
         Ok(if name.ends_with(".svg") {
             OutputFormat::Flamegraph
         } else if name.ends_with(".pb.gz") || name.ends_with(".pprof") || name.ends_with(".pb") {
             OutputFormat::Pprof
-        } else if name.ends_with(".txt") || name.ends_with(".folded") || name.ends_with(".collapsed") {
+        } else if name.ends_with(".txt")
+            || name.ends_with(".folded")
+            || name.ends_with(".collapsed")
+        {
             OutputFormat::Collapsed
         } else if name.ends_with(".json") {
             OutputFormat::Speedscope
@@ -69,11 +75,19 @@ pub fn file_timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn collapsed_lines(p: &Profile) -> Vec<String> {
-    p.stacks.iter().map(|(s, n)| format!("{} {n}", p.stack_text(s, frame_label))).collect()
+    p.stacks
+        .iter()
+        .map(|(s, n)| format!("{} {n}", p.stack_text(s, frame_label)))
+        .collect()
 }
 
 struct Collapsed;
@@ -157,7 +171,9 @@ impl Outputter for Speedscope {
 pub fn write_file(path: &Path, format: OutputFormat, profile: &Profile, title: &str) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let result = (|| -> Result<()> {
@@ -180,7 +196,11 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     fn profile() -> Profile {
-        let f = |n: &str| Frame { function: n.into(), file: "app.py".into(), line: 3 };
+        let f = |n: &str| Frame {
+            function: n.into(),
+            file: "app.py".into(),
+            line: 3,
+        };
         Profile {
             frames: vec![f("main"), f("slow")],
             stacks: vec![(vec![0, 1], 2), (vec![0], 1)],
@@ -193,11 +213,26 @@ mod tests {
 
     #[test]
     fn formats_from_extension() {
-        assert_eq!(OutputFormat::from_path(Path::new("a/p.svg")).unwrap(), OutputFormat::Flamegraph);
-        assert_eq!(OutputFormat::from_path(Path::new("p.pb.gz")).unwrap(), OutputFormat::Pprof);
-        assert_eq!(OutputFormat::from_path(Path::new("p.pprof")).unwrap(), OutputFormat::Pprof);
-        assert_eq!(OutputFormat::from_path(Path::new("p.txt")).unwrap(), OutputFormat::Collapsed);
-        assert_eq!(OutputFormat::from_path(Path::new("p.json")).unwrap(), OutputFormat::Speedscope);
+        assert_eq!(
+            OutputFormat::from_path(Path::new("a/p.svg")).unwrap(),
+            OutputFormat::Flamegraph
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("p.pb.gz")).unwrap(),
+            OutputFormat::Pprof
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("p.pprof")).unwrap(),
+            OutputFormat::Pprof
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("p.txt")).unwrap(),
+            OutputFormat::Collapsed
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("p.json")).unwrap(),
+            OutputFormat::Speedscope
+        );
         assert!(OutputFormat::from_path(Path::new("p.png")).is_err());
     }
 
@@ -206,7 +241,10 @@ mod tests {
         let mut out = Vec::new();
         Collapsed.write(&profile(), "t", &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("main (app.py:3);slow (app.py:3) 2\n"), "{text}");
+        assert!(
+            text.contains("main (app.py:3);slow (app.py:3) 2\n"),
+            "{text}"
+        );
         let mut out = Vec::new();
         Speedscope.write(&profile(), "t", &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -218,7 +218,11 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
             };
             Location {
                 id: i as u64 + 1,
-                line: vec![Line { function_id, line: i64::from(f.line), column: 0 }],
+                line: vec![Line {
+                    function_id,
+                    line: i64::from(f.line),
+                    column: 0,
+                }],
                 ..Default::default()
             }
         })
@@ -235,13 +239,19 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
         .collect();
     let start = unix_nanos(p.start);
     PprofProfile {
-        sample_type: vec![ValueType { r#type: cpu, unit: ns }],
+        sample_type: vec![ValueType {
+            r#type: cpu,
+            unit: ns,
+        }],
         sample,
         location,
         function: functions,
         time_nanos: start,
         duration_nanos: (unix_nanos(p.end) - start).max(0),
-        period_type: Some(ValueType { r#type: cpu, unit: ns }),
+        period_type: Some(ValueType {
+            r#type: cpu,
+            unit: ns,
+        }),
         period,
         string_table: strings.table,
         ..Default::default()
@@ -254,7 +264,10 @@ pub fn to_pprof_gz(p: &Profile) -> Vec<u8> {
     use prost::Message;
     use std::io::Write;
     let raw = to_pprof(p).encode_to_vec();
-    let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 3 + 64), flate2::Compression::default());
+    let mut gz = GzEncoder::new(
+        Vec::with_capacity(raw.len() / 3 + 64),
+        flate2::Compression::default(),
+    );
     gz.write_all(&raw).expect("writing to memory");
     gz.finish().expect("writing to memory")
 }
@@ -268,7 +281,11 @@ mod tests {
 
     #[test]
     fn encodes_cpu_profile() {
-        let f = |n: &str, l| Frame { function: n.into(), file: "app.py".into(), line: l };
+        let f = |n: &str, l| Frame {
+            function: n.into(),
+            file: "app.py".into(),
+            line: l,
+        };
         let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let p = Profile {
             frames: vec![f("main", 1), f("slow", 5), f("slow", 6)],
@@ -294,6 +311,9 @@ mod tests {
         let first = &d.sample.iter().find(|s| s.value[0] == 30_000_000).unwrap();
         let loc = &d.location[(first.location_id[0] - 1) as usize];
         assert_eq!(loc.line[0].line, 5);
-        assert_eq!(s(d.function[(loc.line[0].function_id - 1) as usize].name), "slow");
+        assert_eq!(
+            s(d.function[(loc.line[0].function_id - 1) as usize].name),
+            "slow"
+        );
     }
 }

@@ -26,13 +26,20 @@ impl Profile {
 
     /// A stack as `;`-joined text, root first, with `name` rendering each frame.
     pub fn stack_text(&self, stack: &[u32], name: impl Fn(&Frame) -> String) -> String {
-        stack.iter().map(|&i| name(&self.frames[i as usize])).collect::<Vec<_>>().join(";")
+        stack
+            .iter()
+            .map(|&i| name(&self.frames[i as usize]))
+            .collect::<Vec<_>>()
+            .join(";")
     }
 }
 
-/// `function (file:line)`, as py-spy names frames in flamegraphs.
+/// `function (file:line)`, as py-spy names frames in flamegraphs; `function` alone when the
+/// file is not known (e.g. an unresolved `[unknown]` frame).
 pub fn frame_label(f: &Frame) -> String {
-    if f.line > 0 {
+    if f.file.is_empty() {
+        f.function.clone()
+    } else if f.line > 0 {
         format!("{} ({}:{})", f.function, f.file, f.line)
     } else {
         format!("{} ({})", f.function, f.file)
@@ -113,7 +120,12 @@ impl Aggregator {
     /// The whole run so far (when totals are kept).
     pub fn total(&self, end: SystemTime) -> Option<Profile> {
         let total = self.total.as_ref()?;
-        Some(self.build(total.iter().map(|(k, v)| (k.clone(), *v)), self.run_start, end, main_spy(&self.total_spies)))
+        Some(self.build(
+            total.iter().map(|(k, v)| (k.clone(), *v)),
+            self.run_start,
+            end,
+            main_spy(&self.total_spies),
+        ))
     }
 
     fn build(
@@ -141,13 +153,24 @@ impl Aggregator {
             })
             .collect();
         stacks.sort();
-        Profile { frames, stacks, start, end, period_ns: self.period_ns, spy_name }
+        Profile {
+            frames,
+            stacks,
+            start,
+            end,
+            period_ns: self.period_ns,
+            spy_name,
+        }
     }
 }
 
 /// The spy with the most samples (a process tree rarely mixes runtimes).
 fn main_spy(counts: &HashMap<&'static str, u64>) -> &'static str {
-    counts.iter().max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name))).map(|(name, _)| *name).unwrap_or("")
+    counts
+        .iter()
+        .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+        .map(|(name, _)| *name)
+        .unwrap_or("")
 }
 
 fn bump(counts: &mut Counts, stack: &[u32]) {
@@ -175,7 +198,11 @@ mod tests {
     use super::*;
 
     fn f(name: &str) -> Frame {
-        Frame { function: name.into(), file: "x.py".into(), line: 1 }
+        Frame {
+            function: name.into(),
+            file: "x.py".into(),
+            line: 1,
+        }
     }
 
     #[test]
@@ -183,19 +210,41 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut a = Aggregator::new(100, t0, true);
         for _ in 0..3 {
-            a.add(Stack { thread_id: 1, frames: vec![f("main"), f("slow")] }, "pyspy");
+            a.add(
+                Stack {
+                    thread_id: 1,
+                    frames: vec![f("main"), f("slow")],
+                },
+                "pyspy",
+            );
         }
-        a.add(Stack { thread_id: 1, frames: vec![f("main"), f("fast")] }, "pyspy");
+        a.add(
+            Stack {
+                thread_id: 1,
+                frames: vec![f("main"), f("fast")],
+            },
+            "pyspy",
+        );
         let w = a.take_window(t0, t0 + Duration::from_secs(10)).unwrap();
         assert_eq!(w.total_samples(), 4);
         assert_eq!(w.frames.len(), 3);
         assert_eq!(w.period_ns, 10_000_000);
         assert_eq!(w.spy_name, "pyspy");
-        let texts: Vec<_> = w.stacks.iter().map(|(s, n)| (w.stack_text(s, |f| f.function.clone()), *n)).collect();
+        let texts: Vec<_> = w
+            .stacks
+            .iter()
+            .map(|(s, n)| (w.stack_text(s, |f| f.function.clone()), *n))
+            .collect();
         assert!(texts.contains(&("main;slow".into(), 3)));
         assert!(texts.contains(&("main;fast".into(), 1)));
         assert!(a.take_window(t0, t0).is_none());
-        a.add(Stack { thread_id: 1, frames: vec![f("other")] }, "rbspy");
+        a.add(
+            Stack {
+                thread_id: 1,
+                frames: vec![f("other")],
+            },
+            "rbspy",
+        );
         let w2 = a.take_window(t0, t0).unwrap();
         assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");
         assert_eq!(w2.spy_name, "rbspy");
@@ -205,6 +254,9 @@ mod tests {
     #[test]
     fn alignment() {
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_007_250);
-        assert_eq!(align_down(t, Duration::from_secs(10)), UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        assert_eq!(
+            align_down(t, Duration::from_secs(10)),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
     }
 }

@@ -28,5 +28,8 @@ pub fn check_spy_name(name: &str) -> Result<()> {
 
 /// The runtimes `--spy-name` selects.
 pub fn selected(name: &str) -> Vec<&'static dyn Runtime> {
-    all().into_iter().filter(|r| name == "auto" || r.spy_name() == name).collect()
+    all()
+        .into_iter()
+        .filter(|r| name == "auto" || r.spy_name() == name)
+        .collect()
 }

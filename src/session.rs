@@ -136,13 +136,22 @@ struct Stats {
 }
 
 impl Session {
-    pub fn new(settings: Settings, mode: Mode, root: Pid, tracer: Option<Tracer>) -> anyhow::Result<Session> {
+    pub fn new(
+        settings: Settings,
+        mode: Mode,
+        root: Pid,
+        tracer: Option<Tracer>,
+    ) -> anyhow::Result<Session> {
         let runtimes = crate::runtimes::selected(&settings.spy_name);
         let now = SystemTime::now();
         let uploader = match &settings.upload {
             Some(u) => Some(Uploader::start(
                 u.clone(),
-                Labels { app_name: settings.app_name.clone(), tags: settings.tags.clone(), sample_rate: settings.sample_rate },
+                Labels {
+                    app_name: settings.app_name.clone(),
+                    tags: settings.tags.clone(),
+                    sample_rate: settings.sample_rate,
+                },
             )?),
             None => None,
         };
@@ -170,7 +179,12 @@ impl Session {
 
     /// `connect`: attaches to the target now, or fails with the reason.
     pub fn attach_first(&mut self, pid: u32) -> anyhow::Result<()> {
-        let detected: Vec<&'static dyn Runtime> = self.runtimes.iter().copied().filter(|r| r.detect(pid)).collect();
+        let detected: Vec<&'static dyn Runtime> = self
+            .runtimes
+            .iter()
+            .copied()
+            .filter(|r| r.detect(pid))
+            .collect();
         let runtime = match (detected.first(), self.explicit_spy) {
             (Some(r), _) => *r,
             (None, true) => self.runtimes[0],
@@ -196,10 +210,17 @@ impl Session {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(AttachError::NotReady(m)) | Err(AttachError::WrongRuntime(m)) => {
-                    anyhow::bail!("process {pid} does not look like a {} process: {m}", runtime.runtime_name())
+                    anyhow::bail!(
+                        "process {pid} does not look like a {} process: {m}",
+                        runtime.runtime_name()
+                    )
                 }
-                Err(AttachError::Permission(m)) => anyhow::bail!(crate::errors::permission_message(pid, &m)),
-                Err(AttachError::Denied(m)) => anyhow::bail!("no permission to profile process {pid}: {m}"),
+                Err(AttachError::Permission(m)) => {
+                    anyhow::bail!(crate::errors::permission_message(pid, &m))
+                }
+                Err(AttachError::Denied(m)) => {
+                    anyhow::bail!("no permission to profile process {pid}: {m}")
+                }
                 Err(AttachError::Unsupported(m)) => anyhow::bail!("process {pid}: {m}"),
                 Err(AttachError::Gone) => anyhow::bail!("process {pid} exited"),
                 Err(AttachError::Other(m)) => anyhow::bail!("cannot profile process {pid}: {m}"),
@@ -207,21 +228,39 @@ impl Session {
         }
     }
 
-    fn add_active(&mut self, pid: u32, runtime: &'static dyn Runtime, spy: Box<dyn Spy>, detected: bool) {
+    fn add_active(
+        &mut self,
+        pid: u32,
+        runtime: &'static dyn Runtime,
+        spy: Box<dyn Spy>,
+        detected: bool,
+    ) {
         self.stats.ever_attached = true;
-        self.targets.insert(pid, Target::new(pid, runtime, TargetState::Active(spy), detected));
+        self.targets.insert(
+            pid,
+            Target::new(pid, runtime, TargetState::Active(spy), detected),
+        );
     }
 
-    fn try_attach(&self, runtime: &'static dyn Runtime, pid: u32) -> Result<Box<dyn Spy>, AttachError> {
+    fn try_attach(
+        &self,
+        runtime: &'static dyn Runtime,
+        pid: u32,
+    ) -> Result<Box<dyn Spy>, AttachError> {
         let options = AttachOptions {
             sample_rate: self.settings.sample_rate,
             blocking: self.settings.blocking.contains(&runtime.spy_name()),
-            traced_by_agent: self.tracer.as_ref().is_some_and(|t| t.traces(Pid::from_raw(pid as i32))),
+            traced_by_agent: self
+                .tracer
+                .as_ref()
+                .is_some_and(|t| t.traces(Pid::from_raw(pid as i32))),
             wall_clock: self.settings.wall_clock,
         };
         match in_spy(|| runtime.attach(pid, &options)) {
             Ok(r) => r,
-            Err(msg) => Err(AttachError::Other(format!("spy panicked while attaching: {msg}"))),
+            Err(msg) => Err(AttachError::Other(format!(
+                "spy panicked while attaching: {msg}"
+            ))),
         }
     }
 
@@ -244,21 +283,42 @@ impl Session {
             None if self.explicit_spy && pid == self.root.as_raw() as u32 => self.runtimes[0],
             None => {
                 let now = Instant::now();
-                self.watch.insert(pid, Watch { since: now, checks: 0, next: now + Duration::from_millis(WATCH_DELAYS_MS[0]) });
+                self.watch.insert(
+                    pid,
+                    Watch {
+                        since: now,
+                        checks: 0,
+                        next: now + Duration::from_millis(WATCH_DELAYS_MS[0]),
+                    },
+                );
                 return;
             }
         };
         self.watch.remove(&pid);
-        log::debug!("process {pid} ({}) looks like {}", spy::exe_name(pid).unwrap_or_default(), runtime.runtime_name());
-        let attaching = TargetState::Attaching { next_try: Instant::now() };
-        self.targets.insert(pid, Target::new(pid, runtime, attaching, detected.is_some()));
+        log::debug!(
+            "process {pid} ({}) looks like {}",
+            spy::exe_name(pid).unwrap_or_default(),
+            runtime.runtime_name()
+        );
+        let attaching = TargetState::Attaching {
+            next_try: Instant::now(),
+        };
+        self.targets.insert(
+            pid,
+            Target::new(pid, runtime, attaching, detected.is_some()),
+        );
         // Try right away: the earlier the first sample, the better.
         self.attach_pending(Some(pid));
     }
 
     fn recheck_watched(&mut self) {
         let now = Instant::now();
-        let due: Vec<u32> = self.watch.iter().filter(|(_, w)| w.next <= now).map(|(&p, _)| p).collect();
+        let due: Vec<u32> = self
+            .watch
+            .iter()
+            .filter(|(_, w)| w.next <= now)
+            .map(|(&p, _)| p)
+            .collect();
         for pid in due {
             if !spy::process_alive(pid) {
                 self.watch.remove(&pid);
@@ -305,9 +365,16 @@ impl Session {
                     target.state = TargetState::Active(spy);
                     self.stats.ever_attached = true;
                     if runtime.release_from_tracer() && self.settings.release_ptrace {
-                        if let Some(t) = self.tracer.as_mut().filter(|t| t.traces(Pid::from_raw(pid as i32))) {
+                        if let Some(t) = self
+                            .tracer
+                            .as_mut()
+                            .filter(|t| t.traces(Pid::from_raw(pid as i32)))
+                        {
                             match t.release(Pid::from_raw(pid as i32)) {
-                                Ok(()) => log::debug!("process {pid} released from ptrace ({} samples itself)", runtime.runtime_name()),
+                                Ok(()) => log::debug!(
+                                    "process {pid} released from ptrace ({} samples itself)",
+                                    runtime.runtime_name()
+                                ),
                                 Err(e) => log::debug!("process {pid} stays traced: {e}"),
                             }
                         }
@@ -315,22 +382,45 @@ impl Session {
                 }
                 Err(AttachError::NotReady(_)) if target.since.elapsed() < ATTACH_PATIENCE => {
                     // Every tick for the first second (interpreter start-up), then every 100 ms.
-                    let wait = if target.since.elapsed() < Duration::from_secs(1) { 5 } else { 100 };
-                    target.state = TargetState::Attaching { next_try: now + Duration::from_millis(wait) };
+                    let wait = if target.since.elapsed() < Duration::from_secs(1) {
+                        5
+                    } else {
+                        100
+                    };
+                    target.state = TargetState::Attaching {
+                        next_try: now + Duration::from_millis(wait),
+                    };
                 }
                 Err(AttachError::Gone) => {
                     self.targets.remove(&pid);
                 }
                 Err(e) => {
-                    self.stats.attach_failed |= target.detected || matches!(e, AttachError::Permission(_) | AttachError::Denied(_) | AttachError::Unsupported(_));
-                    let quiet = !target.detected && pid == root && matches!(e, AttachError::NotReady(_));
+                    self.stats.attach_failed |= target.detected
+                        || matches!(
+                            e,
+                            AttachError::Permission(_)
+                                | AttachError::Denied(_)
+                                | AttachError::Unsupported(_)
+                        );
+                    let quiet =
+                        !target.detected && pid == root && matches!(e, AttachError::NotReady(_));
                     let name = runtime.runtime_name();
                     match &e {
-                        AttachError::Permission(m) => log::error!("{}", crate::errors::permission_message(pid, m)),
-                        AttachError::Denied(m) => log::error!("no permission to profile process {pid}: {m}; it is not profiled"),
-                        AttachError::Unsupported(m) => log::error!("process {pid}: {m}; it is not profiled"),
-                        _ if quiet || !target.detected => log::debug!("process {pid} is not {name}: {e}"),
-                        _ => log::warn!("process {pid} looks like {name} but no spy could attach: {e}"),
+                        AttachError::Permission(m) => {
+                            log::error!("{}", crate::errors::permission_message(pid, m))
+                        }
+                        AttachError::Denied(m) => log::error!(
+                            "no permission to profile process {pid}: {m}; it is not profiled"
+                        ),
+                        AttachError::Unsupported(m) => {
+                            log::error!("process {pid}: {m}; it is not profiled")
+                        }
+                        _ if quiet || !target.detected => {
+                            log::debug!("process {pid} is not {name}: {e}")
+                        }
+                        _ => log::warn!(
+                            "process {pid} looks like {name} but no spy could attach: {e}"
+                        ),
                     }
                     self.targets.remove(&pid);
                 }
@@ -367,7 +457,12 @@ impl Session {
             return;
         }
         self.next_scan = now + Duration::from_secs(1);
-        let mut tree: Vec<u32> = self.targets.keys().copied().chain(self.watch.keys().copied()).collect();
+        let mut tree: Vec<u32> = self
+            .targets
+            .keys()
+            .copied()
+            .chain(self.watch.keys().copied())
+            .collect();
         tree.push(self.root.as_raw() as u32);
         let found: Vec<u32> = match children_of(&tree) {
             Some(children) => children,
@@ -398,10 +493,15 @@ impl Session {
             .collect();
         for pid in pids {
             let mut target = self.targets.remove(&pid).expect("target exists");
-            let TargetState::Active(spy) = &mut target.state else { unreachable!() };
+            let TargetState::Active(spy) = &mut target.state else {
+                unreachable!()
+            };
             let mut stacks = std::mem::take(&mut self.stacks);
             let blocking = self.settings.blocking.contains(&spy.name());
-            let traced = self.tracer.as_ref().is_some_and(|t| t.traces(Pid::from_raw(pid as i32)));
+            let traced = self
+                .tracer
+                .as_ref()
+                .is_some_and(|t| t.traces(Pid::from_raw(pid as i32)));
             let result = {
                 let mut tracer_pauser;
                 let mut lock_pauser = RemoteLockPauser;
@@ -414,7 +514,9 @@ impl Session {
                     (true, false) => Some(&mut lock_pauser),
                 };
                 let mut counting = inner.map(|inner| CountingPauser { inner, reads: 0 });
-                let result = in_spy(|| spy.sample(counting.as_mut().map(|c| c as &mut dyn Pauser), &mut stacks));
+                let result = in_spy(|| {
+                    spy.sample(counting.as_mut().map(|c| c as &mut dyn Pauser), &mut stacks)
+                });
                 self.stats.paused_reads += counting.map_or(0, |c| c.reads);
                 result
             };
@@ -426,7 +528,10 @@ impl Session {
                     self.stats.process_samples += 1;
                     if !target.sampled {
                         target.sampled = true;
-                        log::debug!("first sample of process {pid} {} ms after it started", target.since.elapsed().as_millis());
+                        log::debug!(
+                            "first sample of process {pid} {} ms after it started",
+                            target.since.elapsed().as_millis()
+                        );
                     }
                     let spy_name = spy.name();
                     for s in stacks.drain(..) {
@@ -447,8 +552,15 @@ impl Session {
                     self.stats.errors += 1;
                     target.failures += 1;
                     if let Some(n) = target.errors.check() {
-                        let more = if n > 0 { format!(" ({n} more errors since the last message)") } else { String::new() };
-                        let (tries, failures) = (std::mem::take(&mut target.tries), std::mem::take(&mut target.failures));
+                        let more = if n > 0 {
+                            format!(" ({n} more errors since the last message)")
+                        } else {
+                            String::new()
+                        };
+                        let (tries, failures) = (
+                            std::mem::take(&mut target.tries),
+                            std::mem::take(&mut target.failures),
+                        );
                         if tries >= 50 && failures * 10 >= tries {
                             log::warn!("sampling process {pid} failed in {failures} of {tries} samples: {m}{more}");
                         } else {
@@ -464,7 +576,9 @@ impl Session {
                     }
                     if target.consecutive_panics >= PANICS_BEFORE_REATTACH {
                         log::warn!("rebuilding the spy of process {pid} after {PANICS_BEFORE_REATTACH} panics in a row");
-                        target.state = TargetState::Attaching { next_try: Instant::now() };
+                        target.state = TargetState::Attaching {
+                            next_try: Instant::now(),
+                        };
                         target.since = Instant::now();
                         target.consecutive_panics = 0;
                     }
@@ -502,7 +616,9 @@ impl Session {
                 break e;
             }
             let now = Instant::now();
-            let to_window = window_end.duration_since(SystemTime::now()).unwrap_or_default();
+            let to_window = window_end
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
             let timeout = next_sample.saturating_duration_since(now).min(to_window);
             let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
             if let Some(fd) = &pidfd {
@@ -542,7 +658,9 @@ impl Session {
             }
             self.recheck_watched();
             self.attach_pending(None);
-            if self.tracer.as_ref().is_none_or(|t| t.has_released()) && self.settings.detect_subprocesses {
+            if self.tracer.as_ref().is_none_or(|t| t.has_released())
+                && self.settings.detect_subprocesses
+            {
                 self.scan_children();
             }
             let now = Instant::now();
@@ -562,7 +680,10 @@ impl Session {
                 window_end = aligned + UPLOAD_INTERVAL;
             }
             let root = self.root.as_raw() as u32;
-            if self.mode == Mode::Connect && !self.targets.contains_key(&root) && !spy::process_alive(root) {
+            if self.mode == Mode::Connect
+                && !self.targets.contains_key(&root)
+                && !spy::process_alive(root)
+            {
                 self.ending = Some(Ending::TargetExited);
             }
         };
@@ -613,7 +734,10 @@ impl Session {
         }
         match self.mode {
             Mode::Connect => {
-                if matches!(sig.signo, libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT) {
+                if matches!(
+                    sig.signo,
+                    libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+                ) {
                     log::info!("got signal {}: flushing and exiting", sig.signo);
                     self.ending = Some(Ending::Interrupted);
                 }
@@ -625,7 +749,10 @@ impl Session {
     /// Passes a signal on to the child, exactly once (see `signals`).
     fn relay(&mut self, sig: crate::signals::Received) {
         if sig.from_terminal() {
-            log::debug!("signal {} came from the terminal: the child got it directly", sig.signo);
+            log::debug!(
+                "signal {} came from the terminal: the child got it directly",
+                sig.signo
+            );
             return;
         }
         let window = Duration::from_millis(300);
@@ -645,7 +772,10 @@ impl Session {
             std::thread::sleep(Duration::from_millis(2));
             already(self)
         } {
-            log::debug!("signal {} was sent to the child's process group too: not relaying", sig.signo);
+            log::debug!(
+                "signal {} was sent to the child's process group too: not relaying",
+                sig.signo
+            );
             return;
         }
         log::debug!("relaying signal {} to {}", sig.signo, self.root);
@@ -660,7 +790,10 @@ impl Session {
         let usage = cpu_time();
         let per_sample = match self.stats.process_samples {
             0 => String::new(),
-            n => format!(", {:.1} µs per sample", usage.as_secs_f64() * 1e6 / n as f64),
+            n => format!(
+                ", {:.1} µs per sample",
+                usage.as_secs_f64() * 1e6 / n as f64
+            ),
         };
         let paused = match self.stats.paused_reads {
             0 if self.settings.blocking.is_empty() => String::new(),
@@ -680,15 +813,28 @@ impl Session {
             log::warn!("no {} process was found to profile", one_of(&names));
         }
         if let Some(u) = self.uploader.take() {
-            let budget = self.settings.upload.as_ref().map(|u| u.timeout).unwrap_or(Duration::from_secs(10));
+            let budget = self
+                .settings
+                .upload
+                .as_ref()
+                .map(|u| u.timeout)
+                .unwrap_or(Duration::from_secs(10));
             let stats: UploadStats = u.finish(Instant::now() + budget.min(Duration::from_secs(10)));
             log::info!("uploaded {} profiles", stats.uploaded);
             if stats.dropped + stats.rejected > 0 {
-                log::warn!("{} profiles could not be uploaded ({} rejected by the server)", stats.dropped + stats.rejected, stats.rejected);
+                log::warn!(
+                    "{} profiles could not be uploaded ({} rejected by the server)",
+                    stats.dropped + stats.rejected,
+                    stats.rejected
+                );
             }
         }
         if let Some(total) = self.aggregator.total(end) {
-            let title = format!("{} ({} samples)", self.settings.app_name, total.total_samples());
+            let title = format!(
+                "{} ({} samples)",
+                self.settings.app_name,
+                total.total_samples()
+            );
             for (path, format) in &self.settings.outputs {
                 match crate::output::write_file(path, *format, &total, &title) {
                     Ok(()) => {
@@ -736,8 +882,11 @@ struct RemoteLockPauser;
 
 impl Pauser for RemoteLockPauser {
     fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), String> {
-        let process = remoteprocess::Process::new(pid as remoteprocess::Pid).map_err(|e| e.to_string())?;
-        let _lock = process.lock().map_err(|e| format!("cannot pause process {pid}: {e}"))?;
+        let process =
+            remoteprocess::Process::new(pid as remoteprocess::Pid).map_err(|e| e.to_string())?;
+        let _lock = process
+            .lock()
+            .map_err(|e| format!("cannot pause process {pid}: {e}"))?;
         read();
         Ok(())
     }
@@ -754,12 +903,18 @@ pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if IN_SPY.with(|s| s.get()) {
-            let msg = match (info.payload().downcast_ref::<&str>(), info.payload().downcast_ref::<String>()) {
+            let msg = match (
+                info.payload().downcast_ref::<&str>(),
+                info.payload().downcast_ref::<String>(),
+            ) {
                 (Some(s), _) => s.to_string(),
                 (_, Some(s)) => s.clone(),
                 _ => "unknown panic".into(),
             };
-            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
             LAST_PANIC.with(|p| *p.borrow_mut() = format!("{msg}{at}"));
         } else {
             default(info);
@@ -779,12 +934,20 @@ fn in_spy<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 fn children_of(pids: &[u32]) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     for &pid in pids {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
         for task in tasks.flatten() {
             let path = task.path().join("children");
             match std::fs::read_to_string(&path) {
-                Ok(text) => out.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.parent().is_some_and(|p| p.exists()) => {
+                Ok(text) => out.extend(
+                    text.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                ),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && path.parent().is_some_and(|p| p.exists()) =>
+                {
                     return None
                 }
                 Err(_) => {}
@@ -828,7 +991,10 @@ mod tests {
 
     #[test]
     fn children_of_self() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let kids = children_of(&[std::process::id()]).expect("kernel has task/children");
         child.kill().unwrap();
         let _ = child.wait();
@@ -837,6 +1003,9 @@ mod tests {
 
     #[test]
     fn parent_of_self() {
-        assert_eq!(parent_of(std::process::id()), Some(std::os::unix::process::parent_id()));
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
     }
 }

@@ -51,7 +51,8 @@ pub struct Signals {
 
 /// Every signal number that can be relayed (1..=31 minus the above, and the real-time ones).
 fn relayable() -> impl Iterator<Item = i32> {
-    (1..=libc::SIGRTMAX()).filter(|s| !NOT_RELAYED.contains(s) && (*s < 32 || *s >= libc::SIGRTMIN()))
+    (1..=libc::SIGRTMAX())
+        .filter(|s| !NOT_RELAYED.contains(s) && (*s < 32 || *s >= libc::SIGRTMIN()))
 }
 
 impl Signals {
@@ -75,7 +76,10 @@ impl Signals {
             if fd < 0 {
                 anyhow::bail!("signalfd: {}", std::io::Error::last_os_error());
             }
-            Ok(Signals { fd: std::os::fd::OwnedFd::from_raw_fd(fd), original_mask: old })
+            Ok(Signals {
+                fd: std::os::fd::OwnedFd::from_raw_fd(fd),
+                original_mask: old,
+            })
         }
     }
 
@@ -91,11 +95,21 @@ impl Signals {
         loop {
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    &mut info as *mut _ as *mut libc::c_void,
+                    size,
+                )
+            };
             if n != size as isize {
                 break;
             }
-            out.push(Received { signo: info.ssi_signo as i32, code: info.ssi_code, sender: info.ssi_pid as i32 });
+            out.push(Received {
+                signo: info.ssi_signo as i32,
+                code: info.ssi_code,
+                sender: info.ssi_pid as i32,
+            });
         }
         out
     }
@@ -105,7 +119,10 @@ impl Signals {
 pub fn die_by_signal(sig: i32) -> ! {
     unsafe {
         // Don't leave a core file of pyroscope behind for the child's crash.
-        let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         libc::setrlimit(libc::RLIMIT_CORE, &zero);
         libc::signal(sig, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();

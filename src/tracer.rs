@@ -129,7 +129,14 @@ fn ptrace_detach(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
 /// A ptrace request whose data is the signal to deliver (nix's take only `Signal`, which has no
 /// real-time signals).
 fn resume_request(request: libc::c_uint, tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
-    let r = unsafe { libc::ptrace(request, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), sig.unwrap_or(0) as libc::c_long) };
+    let r = unsafe {
+        libc::ptrace(
+            request,
+            tid.as_raw(),
+            std::ptr::null_mut::<libc::c_void>(),
+            sig.unwrap_or(0) as libc::c_long,
+        )
+    };
     if r < 0 {
         Err(Errno::last())
     } else {
@@ -140,7 +147,13 @@ fn resume_request(request: libc::c_uint, tid: Pid, sig: Option<i32>) -> Result<(
 impl Tracer {
     pub fn new(root: Pid) -> Tracer {
         let mut tracees = HashMap::new();
-        tracees.insert(root, Tracee { tgid: root, state: State::Running });
+        tracees.insert(
+            root,
+            Tracee {
+                tgid: root,
+                state: State::Running,
+            },
+        );
         Tracer {
             root,
             tracees,
@@ -190,10 +203,16 @@ impl Tracer {
     }
 
     fn handle(&mut self, status: Status) {
-        if let Status::Stopped(tid, _) | Status::PtraceEvent(tid, _, _) | Status::PtraceSyscall(tid) = status {
+        if let Status::Stopped(tid, _)
+        | Status::PtraceEvent(tid, _, _)
+        | Status::PtraceSyscall(tid) = status
+        {
             // A thread of a released process that was still being attached (a clone under way
             // during the release): let it go too.
-            if !self.released.is_empty() && !self.tracees.contains_key(&tid) && self.released.contains(&self.tgid_of(tid)) {
+            if !self.released.is_empty()
+                && !self.tracees.contains_key(&tid)
+                && self.released.contains(&self.tgid_of(tid))
+            {
                 let sig = match status {
                     Status::Stopped(_, sig) => Some(sig),
                     _ => None,
@@ -225,18 +244,28 @@ impl Tracer {
                 let parent_tgid = self.tgid_of(tid);
                 if let Ok(msg) = ptrace::getevent(tid) {
                     let new = Pid::from_raw(msg as i32);
-                    let is_thread = event == libc::PTRACE_EVENT_CLONE && read_tgid(new) == Some(parent_tgid);
+                    let is_thread =
+                        event == libc::PTRACE_EVENT_CLONE && read_tgid(new) == Some(parent_tgid);
                     let tgid = if is_thread { parent_tgid } else { new };
                     match self.tracees.get_mut(&new) {
                         // Its attach stop came first and was already handled.
                         Some(t) => t.tgid = tgid,
                         None => {
-                            self.tracees.insert(new, Tracee { tgid, state: State::AwaitingFirstStop });
+                            self.tracees.insert(
+                                new,
+                                Tracee {
+                                    tgid,
+                                    state: State::AwaitingFirstStop,
+                                },
+                            );
                         }
                     }
                     if !is_thread {
                         self.processes.insert(new);
-                        self.events.push(Event::NewProcess { pid: new, parent: parent_tgid });
+                        self.events.push(Event::NewProcess {
+                            pid: new,
+                            parent: parent_tgid,
+                        });
                     }
                 }
                 self.resume_after_event(tid);
@@ -250,7 +279,10 @@ impl Tracer {
                     }
                 }
                 let tgid = self.tgid_of(tid);
-                self.tracees.entry(tid).or_insert(Tracee { tgid, state: State::Running });
+                self.tracees.entry(tid).or_insert(Tracee {
+                    tgid,
+                    state: State::Running,
+                });
                 self.events.push(Event::Exec(tgid));
                 self.resume_after_event(tid);
             }
@@ -276,7 +308,10 @@ impl Tracer {
             None | Some(State::AwaitingFirstStop) => {
                 // First stop of an auto-attached thread or process.
                 let tgid = self.tgid_of(tid);
-                self.tracees.entry(tid).or_insert(Tracee { tgid, state: State::Running });
+                self.tracees.entry(tid).or_insert(Tracee {
+                    tgid,
+                    state: State::Running,
+                });
                 self.cont(tid, None);
             }
             Some(State::PauseRequested) => {
@@ -287,7 +322,12 @@ impl Tracer {
             _ if STOP_SIGNALS.contains(&sig) => {
                 // Job-control stop: keep it stopped, but keep getting events (SIGCONT, SIGKILL).
                 unsafe {
-                    libc::ptrace(libc::PTRACE_LISTEN, tid.as_raw(), std::ptr::null_mut::<libc::c_void>(), 0);
+                    libc::ptrace(
+                        libc::PTRACE_LISTEN,
+                        tid.as_raw(),
+                        std::ptr::null_mut::<libc::c_void>(),
+                        0,
+                    );
                 }
                 if let Some(t) = self.tracees.get_mut(&tid) {
                     t.state = State::Listening;
@@ -303,8 +343,14 @@ impl Tracer {
     fn signal_stop(&mut self, tid: Pid, sig: i32) {
         let tgid = self.tgid_of(tid);
         if tgid == self.root {
-            let sender = ptrace::getsiginfo(tid).map(|i| unsafe { i.si_pid() }).unwrap_or(0);
-            self.received.push_back(Received { sig, sender, at: Instant::now() });
+            let sender = ptrace::getsiginfo(tid)
+                .map(|i| unsafe { i.si_pid() })
+                .unwrap_or(0);
+            self.received.push_back(Received {
+                sig,
+                sender,
+                at: Instant::now(),
+            });
             while self.received.len() > 64 {
                 self.received.pop_front();
             }
@@ -316,7 +362,13 @@ impl Tracer {
                 }
             }
             None => {
-                self.tracees.insert(tid, Tracee { tgid, state: State::Running });
+                self.tracees.insert(
+                    tid,
+                    Tracee {
+                        tgid,
+                        state: State::Running,
+                    },
+                );
                 self.cont(tid, Some(sig));
             }
             _ => self.cont(tid, Some(sig)),
@@ -326,7 +378,9 @@ impl Tracer {
     /// Whether the root process received `sig` from `sender` within `within`, or has it pending.
     pub fn root_got_signal(&self, sig: i32, sender: i32, within: Duration) -> bool {
         let now = Instant::now();
-        self.received.iter().any(|r| r.sig == sig && r.sender == sender && now.duration_since(r.at) <= within)
+        self.received
+            .iter()
+            .any(|r| r.sig == sig && r.sender == sender && now.duration_since(r.at) <= within)
             || signal_pending(self.root, sig)
     }
 
@@ -346,13 +400,21 @@ impl Tracer {
             }
         }
         let deadline = Instant::now() + timeout;
-        let pending = |t: &Tracer| t.tracees.values().any(|x| x.tgid == pid && x.state == State::PauseRequested);
+        let pending = |t: &Tracer| {
+            t.tracees
+                .values()
+                .any(|x| x.tgid == pid && x.state == State::PauseRequested)
+        };
         while pending(self) {
             match wait(None, libc::WNOHANG | libc::__WALL) {
                 Ok(Status::StillAlive) => {
                     if Instant::now() >= deadline {
                         // Late stops will be seen as plain stops and resumed.
-                        for t in self.tracees.values_mut().filter(|x| x.tgid == pid && x.state == State::PauseRequested) {
+                        for t in self
+                            .tracees
+                            .values_mut()
+                            .filter(|x| x.tgid == pid && x.state == State::PauseRequested)
+                        {
                             t.state = State::Running;
                         }
                         self.resume(pid);
@@ -385,7 +447,16 @@ impl Tracer {
             .tracees
             .iter()
             .filter(|(_, t)| t.tgid == pid)
-            .map(|(&tid, t)| (tid, if let State::Paused(sig) = t.state { sig } else { None }))
+            .map(|(&tid, t)| {
+                (
+                    tid,
+                    if let State::Paused(sig) = t.state {
+                        sig
+                    } else {
+                        None
+                    },
+                )
+            })
             .collect();
         for (tid, sig) in threads {
             // Paused threads are in a ptrace stop, as PTRACE_DETACH requires; a thread in
@@ -439,11 +510,16 @@ fn read_tgid(tid: Pid) -> Option<Pid> {
 
 /// Whether `sig` is pending for process `pid` (shared or main-thread pending set).
 pub fn signal_pending(pid: Pid, sig: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
     let bit = 1u64 << (sig - 1);
     status
         .lines()
-        .filter_map(|l| l.strip_prefix("ShdPnd:").or_else(|| l.strip_prefix("SigPnd:")))
+        .filter_map(|l| {
+            l.strip_prefix("ShdPnd:")
+                .or_else(|| l.strip_prefix("SigPnd:"))
+        })
         .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
         .any(|mask| mask & bit != 0)
 }

@@ -76,7 +76,11 @@ impl Uploader {
             .name("upload".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| anyhow::anyhow!("cannot start the upload thread: {e}"))?;
-        Ok(Uploader { tx, thread: Some(thread), full_warning: RateLimit::new(Duration::from_secs(60)) })
+        Ok(Uploader {
+            tx,
+            thread: Some(thread),
+            full_warning: RateLimit::new(Duration::from_secs(60)),
+        })
     }
 
     /// Queues a window for upload; never blocks.
@@ -88,14 +92,19 @@ impl Uploader {
                     log::warn!("upload queue is full (server slow or unreachable): dropping a profile ({n} more dropped before)");
                 }
             }
-            Err(TrySendError::Disconnected(_)) => log::error!("upload thread is gone: dropping a profile"),
+            Err(TrySendError::Disconnected(_)) => {
+                log::error!("upload thread is gone: dropping a profile")
+            }
         }
     }
 
     /// Uploads what is queued (retrying until `deadline`), then stops the thread.
     pub fn finish(mut self, deadline: Instant) -> UploadStats {
         let _ = self.tx.send(Msg::Finish(deadline));
-        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -164,12 +173,17 @@ impl Worker {
                     break;
                 }
             }
-            let Some(job) = self.queue.front_mut() else { continue };
+            let Some(job) = self.queue.front_mut() else {
+                continue;
+            };
             if job.not_before > Instant::now() {
                 continue;
             }
             if job.queued.elapsed() > MAX_AGE {
-                log::warn!("dropping a profile that could not be uploaded for {} minutes", MAX_AGE.as_secs() / 60);
+                log::warn!(
+                    "dropping a profile that could not be uploaded for {} minutes",
+                    MAX_AGE.as_secs() / 60
+                );
                 self.queue.pop_front();
                 self.stats.dropped += 1;
                 continue;
@@ -180,11 +194,20 @@ impl Worker {
                 Outcome::Rejected => self.stats.rejected += 1,
                 Outcome::Retry(why) => {
                     job.attempts += 1;
-                    let backoff = BACKOFF_START.saturating_mul(1 << job.attempts.min(8)).min(BACKOFF_MAX);
+                    let backoff = BACKOFF_START
+                        .saturating_mul(1 << job.attempts.min(8))
+                        .min(BACKOFF_MAX);
                     job.not_before = Instant::now() + backoff;
                     if let Some(n) = self.unreachable.check() {
-                        let more = if n > 0 { format!(" ({n} similar errors before)") } else { String::new() };
-                        log::warn!("upload failed: {why}; retrying in {:.1}s{more}", backoff.as_secs_f64());
+                        let more = if n > 0 {
+                            format!(" ({n} similar errors before)")
+                        } else {
+                            String::new()
+                        };
+                        log::warn!(
+                            "upload failed: {why}; retrying in {:.1}s{more}",
+                            backoff.as_secs_f64()
+                        );
                     }
                     self.queue.push_front(job);
                 }
@@ -201,12 +224,21 @@ impl Worker {
             log::warn!("upload queue holds {MAX_QUEUE} profiles: dropping the oldest");
         }
         let now = Instant::now();
-        self.queue.push_back(Job { profile, body: None, attempts: 0, not_before: now, queued: now });
+        self.queue.push_back(Job {
+            profile,
+            body: None,
+            attempts: 0,
+            not_before: now,
+            queued: now,
+        });
     }
 
     /// One upload try. After shutdown began (`deadline`), a request may not outlast it.
     fn attempt(&mut self, job: &mut Job, deadline: Option<Instant>) -> Outcome {
-        let pprof = job.body.get_or_insert_with(|| crate::pprof::to_pprof_gz(&job.profile)).clone();
+        let pprof = job
+            .body
+            .get_or_insert_with(|| crate::pprof::to_pprof_gz(&job.profile))
+            .clone();
         loop {
             let route = self.route;
             let request = match route {
@@ -214,7 +246,10 @@ impl Worker {
                 Route::Ingest => self.ingest_request(&job.profile, pprof.clone()),
             };
             let request = match deadline {
-                Some(d) => request.timeout(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))),
+                Some(d) => request.timeout(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100)),
+                ),
                 None => request,
             };
             let response = match self.authorize(request).send() {
@@ -223,7 +258,10 @@ impl Worker {
             };
             let status = response.status();
             if status.is_success() {
-                log::debug!("uploaded {} samples via {route:?}", job.profile.total_samples());
+                log::debug!(
+                    "uploaded {} samples via {route:?}",
+                    job.profile.total_samples()
+                );
                 return Outcome::Done;
             }
             if status.as_u16() == 404 && route == Route::Push {
@@ -253,16 +291,31 @@ impl Worker {
 
     fn push_request(&self, spy_name: &str, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
         let mut labels: Vec<LabelPair> = vec![
-            LabelPair { name: "__name__".into(), value: "process_cpu".into() },
-            LabelPair { name: "service_name".into(), value: self.labels.app_name.clone() },
-            LabelPair { name: "pyroscope_spy".into(), value: spy_name.to_string() },
+            LabelPair {
+                name: "__name__".into(),
+                value: "process_cpu".into(),
+            },
+            LabelPair {
+                name: "service_name".into(),
+                value: self.labels.app_name.clone(),
+            },
+            LabelPair {
+                name: "pyroscope_spy".into(),
+                value: spy_name.to_string(),
+            },
         ];
-        labels.extend(self.labels.tags.iter().map(|(k, v)| LabelPair { name: k.clone(), value: v.clone() }));
+        labels.extend(self.labels.tags.iter().map(|(k, v)| LabelPair {
+            name: k.clone(),
+            value: v.clone(),
+        }));
         labels.sort_by(|a, b| a.name.cmp(&b.name));
         let req = PushRequest {
             series: vec![RawProfileSeries {
                 labels,
-                samples: vec![RawSample { raw_profile: pprof_gz, id: uuid::Uuid::new_v4().to_string() }],
+                samples: vec![RawSample {
+                    raw_profile: pprof_gz,
+                    id: uuid::Uuid::new_v4().to_string(),
+                }],
             }],
         };
         self.client
@@ -276,7 +329,12 @@ impl Worker {
         let from = secs(p.start).as_secs();
         let end = secs(p.end);
         let until = end.as_secs() + u64::from(end.subsec_nanos() > 0);
-        let tags: Vec<String> = self.labels.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tags: Vec<String> = self
+            .labels
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let name = format!("{}{{{}}}", self.labels.app_name, tags.join(","));
         let mut url = self.endpoint("ingest");
         url.query_pairs_mut()
@@ -286,10 +344,16 @@ impl Worker {
             .append_pair("format", "pprof")
             .append_pair("sampleRate", &self.labels.sample_rate.to_string())
             .append_pair("spyName", p.spy_name);
-        self.client.post(url).header("Content-Type", "application/octet-stream").body(pprof_gz)
+        self.client
+            .post(url)
+            .header("Content-Type", "application/octet-stream")
+            .body(pprof_gz)
     }
 
-    fn authorize(&self, mut req: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+    fn authorize(
+        &self,
+        mut req: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
         match &self.settings.auth {
             Auth::None => {}
             Auth::Bearer(token) => req = req.bearer_auth(token),

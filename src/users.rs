@@ -42,7 +42,11 @@ fn user_in(path: &Path, key: &str) -> Option<User> {
     records(path).into_iter().find_map(|f| {
         let uid = f.get(2)?.parse().ok()?;
         let gid = f.get(3)?.parse().ok()?;
-        (f[0] == key || by_id == Some(uid)).then(|| User { name: f[0].clone(), uid, gid })
+        (f[0] == key || by_id == Some(uid)).then(|| User {
+            name: f[0].clone(),
+            uid,
+            gid,
+        })
     })
 }
 
@@ -50,13 +54,22 @@ fn group_in(path: &Path, key: &str) -> Option<u32> {
     if let Ok(id) = key.parse::<u32>() {
         return Some(id);
     }
-    records(path).into_iter().find_map(|f| if f[0] == key { f.get(2)?.parse().ok() } else { None })
+    records(path).into_iter().find_map(|f| {
+        if f[0] == key {
+            f.get(2)?.parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 fn groups_in(path: &Path, user: &str, gid: u32) -> Vec<u32> {
     let mut out = vec![gid];
     for f in records(path) {
-        let (Some(id), Some(members)) = (f.get(2).and_then(|g| g.parse::<u32>().ok()), f.get(3)) else { continue };
+        let (Some(id), Some(members)) = (f.get(2).and_then(|g| g.parse::<u32>().ok()), f.get(3))
+        else {
+            continue;
+        };
         if members.split(',').any(|m| m.trim() == user) && !out.contains(&id) {
             out.push(id);
         }
@@ -74,9 +87,24 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let passwd = dir.join("passwd");
         let group = dir.join("group");
-        std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/sh\n# comment\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
-        std::fs::write(&group, "root:x:0:\napp:x:1001:\ndocker:x:998:app,other\nstaff:x:50:other\n").unwrap();
-        assert_eq!(user_in(&passwd, "app"), Some(User { name: "app".into(), uid: 1000, gid: 1001 }));
+        std::fs::write(
+            &passwd,
+            "root:x:0:0:root:/root:/bin/sh\n# comment\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &group,
+            "root:x:0:\napp:x:1001:\ndocker:x:998:app,other\nstaff:x:50:other\n",
+        )
+        .unwrap();
+        assert_eq!(
+            user_in(&passwd, "app"),
+            Some(User {
+                name: "app".into(),
+                uid: 1000,
+                gid: 1001
+            })
+        );
         assert_eq!(user_in(&passwd, "1000").unwrap().name, "app");
         assert_eq!(user_in(&passwd, "nobody-here"), None);
         assert_eq!(group_in(&group, "docker"), Some(998));

@@ -8,8 +8,17 @@ use std::time::Duration;
 /// The one error line pyroscope printed (fails if there is not exactly one).
 fn error_line(r: &Run) -> String {
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {}", r.stderr);
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[pyroscope] error:"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected one error line, got: {}",
+        r.stderr
+    );
     errors[0].to_string()
 }
 
@@ -41,11 +50,18 @@ fn not_a_python_process() {
     let r = quick(&["connect", "--pid", &pid]);
     assert_eq!(r.code, Some(1));
     let line = error_line(&r);
-    assert!(line.contains("is not a Python, Ruby or .NET process"), "{line}");
+    assert!(
+        line.contains("is not a Python, Ruby or .NET process"),
+        "{line}"
+    );
     // Forcing the spy still fails cleanly.
     let r = quick(&["connect", "--pid", &pid, "--spy-name", "pyspy"]);
     assert_eq!(r.code, Some(1));
-    assert!(error_line(&r).contains("does not look like a Python process"), "{}", r.stderr);
+    assert!(
+        error_line(&r).contains("does not look like a Python process"),
+        "{}",
+        r.stderr
+    );
     sleeper.kill().unwrap();
     let _ = sleeper.wait();
 }
@@ -54,7 +70,11 @@ fn not_a_python_process() {
 fn unknown_spy_names() {
     let r = quick(&["exec", "--spy-name", "nosuchspy", "true"]);
     assert_eq!(r.code, Some(1));
-    assert!(error_line(&r).contains("is not supported") && error_line(&r).contains("dotnetspy"), "{}", r.stderr);
+    assert!(
+        error_line(&r).contains("is not supported") && error_line(&r).contains("dotnetspy"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Bad configuration is refused before the child starts (the child would create a file).
@@ -64,14 +84,26 @@ fn bad_configuration_never_starts_the_child() {
     let marker = dir.join("started");
     let touch = format!("touch {}", marker.display());
     for (args, expect) in [
-        (vec!["--server-address", "pyroscope:4040"], "invalid server address"),
-        (vec!["--server-address", "ftp://host"], "scheme must be http or https"),
+        (
+            vec!["--server-address", "pyroscope:4040"],
+            "invalid server address",
+        ),
+        (
+            vec!["--server-address", "ftp://host"],
+            "scheme must be http or https",
+        ),
         (vec!["--tag", "novalue"], "key=value"),
         (vec!["--tag", "bad key=v"], "invalid tag key"),
-        (vec!["--application-name", "my app"], "invalid application name"),
+        (
+            vec!["--application-name", "my app"],
+            "invalid application name",
+        ),
         (vec!["--header", "NoColon"], "invalid header"),
         (vec!["--output", "profile.png"], "cannot tell the format"),
-        (vec!["--upstream-request-timeout", "soon"], "invalid duration"),
+        (
+            vec!["--upstream-request-timeout", "soon"],
+            "invalid duration",
+        ),
         (vec!["--user-name", "no-such-user-xyz"], "unknown user"),
     ] {
         let mut full = vec!["exec"];
@@ -96,7 +128,12 @@ fn secrets_never_appear_in_errors() {
 /// permission.
 #[test]
 fn no_ptrace_permission_explains_sys_ptrace() {
-    let mut app = Command::new(python("3.11")).arg(example_app()).arg("20").stdout(Stdio::null()).spawn().unwrap();
+    let mut app = Command::new(python("3.11"))
+        .arg(example_app())
+        .arg("20")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pid = app.id().to_string();
     let mut cmd = Command::new("setpriv");
@@ -110,7 +147,10 @@ fn no_ptrace_permission_explains_sys_ptrace() {
     let _ = app.wait();
     assert_eq!(r.code, Some(1));
     let line = error_line(&r);
-    assert!(line.contains("SYS_PTRACE") && line.contains("ptrace_scope"), "{line}");
+    assert!(
+        line.contains("SYS_PTRACE") && line.contains("ptrace_scope"),
+        "{line}"
+    );
 }
 
 /// A CPython whose version the spy does not know (a real 3.11 whose libpython reports 3.99):
@@ -132,25 +172,49 @@ fn unsupported_python_version() {
     app.kill().unwrap();
     let _ = app.wait();
     assert_eq!(r.code, Some(1));
-    assert!(error_line(&r).contains("Unsupported version of Python: 3.99.7"), "{}", r.stderr);
+    assert!(
+        error_line(&r).contains("Unsupported version of Python: 3.99.7"),
+        "{}",
+        r.stderr
+    );
 
     let py = python("3.11");
-    let mut cmd = pyroscope(&["exec", "--output", path_str(&dir.join("p.txt")), path_str(&py), "-c", "import sys; sys.exit(6)"]);
+    let mut cmd = pyroscope(&[
+        "exec",
+        "--output",
+        path_str(&dir.join("p.txt")),
+        path_str(&py),
+        "-c",
+        "import sys; sys.exit(6)",
+    ]);
     cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap());
     let r = run(cmd, Duration::from_secs(20));
     assert_eq!(r.code, Some(6));
-    assert!(error_line(&r).contains("Unsupported version of Python: 3.99.7"), "{}", r.stderr);
+    assert!(
+        error_line(&r).contains("Unsupported version of Python: 3.99.7"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Copies pyenv's libpython3.11 and patches its `Py_Version` constant to 3.99.
 fn fake_python_3_99(dir: &std::path::Path) -> std::path::PathBuf {
     let py = python("3.11");
-    let src = py.parent().unwrap().parent().unwrap().join("lib/libpython3.11.so.1.0");
+    let src = py
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("lib/libpython3.11.so.1.0");
     let dst = dir.join("libpython3.11.so.1.0");
     std::fs::copy(&src, &dst).unwrap();
     let at = elf_symbol_file_offset(&src, "Py_Version");
     let mut bytes = std::fs::read(&dst).unwrap();
-    assert_eq!(&bytes[at + 2..at + 4], &[0x0b, 0x03], "Py_Version is 3.11.x");
+    assert_eq!(
+        &bytes[at + 2..at + 4],
+        &[0x0b, 0x03],
+        "Py_Version is 3.11.x"
+    );
     bytes[at + 2] = 99;
     std::fs::write(&dst, bytes).unwrap();
     dst

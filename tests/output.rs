@@ -8,11 +8,25 @@ use std::time::Duration;
 fn profile_to(path: &std::path::Path) -> Run {
     let py = python("3.11");
     let r = run(
-        pyroscope(&["exec", "--application-name", "local", "--output", path_str(path), path_str(&py), path_str(&example_app()), "2"]),
+        pyroscope(&[
+            "exec",
+            "--application-name",
+            "local",
+            "--output",
+            path_str(path),
+            path_str(&py),
+            path_str(&example_app()),
+            "2",
+        ]),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("profile written to {}", path.display())), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("profile written to {}", path.display())),
+        "{}",
+        r.stderr
+    );
     r
 }
 
@@ -51,10 +65,20 @@ fn every_output_format_decodes() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let prof = &doc["profiles"][0];
     assert_eq!(prof["type"], "sampled");
-    assert_eq!(prof["samples"].as_array().unwrap().len(), prof["weights"].as_array().unwrap().len());
+    assert_eq!(
+        prof["samples"].as_array().unwrap().len(),
+        prof["weights"].as_array().unwrap().len()
+    );
     let frames = doc["shared"]["frames"].as_array().unwrap();
-    let slow = frames.iter().position(|f| f["name"] == "slow_function").unwrap();
-    assert!(prof["samples"].as_array().unwrap().iter().any(|s| s.as_array().unwrap().contains(&slow.into())));
+    let slow = frames
+        .iter()
+        .position(|f| f["name"] == "slow_function")
+        .unwrap();
+    assert!(prof["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s.as_array().unwrap().contains(&slow.into())));
 }
 
 #[test]
@@ -65,10 +89,23 @@ fn without_server_or_output_writes_default_files() {
     cmd.current_dir(&dir);
     let r = run(cmd, Duration::from_secs(30));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    let svg = names.iter().find(|n| n.starts_with("app-") && n.ends_with(".svg")).unwrap_or_else(|| panic!("{names:?}"));
-    let pb = names.iter().find(|n| n.starts_with("app-") && n.ends_with(".pb.gz")).unwrap_or_else(|| panic!("{names:?}"));
-    assert!(r.stderr.contains(svg.as_str()) && r.stderr.contains(pb.as_str()), "paths printed: {}", r.stderr);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let svg = names
+        .iter()
+        .find(|n| n.starts_with("app-") && n.ends_with(".svg"))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    let pb = names
+        .iter()
+        .find(|n| n.starts_with("app-") && n.ends_with(".pb.gz"))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert!(
+        r.stderr.contains(svg.as_str()) && r.stderr.contains(pb.as_str()),
+        "paths printed: {}",
+        r.stderr
+    );
     let p = decode_pprof_gz(&std::fs::read(dir.join(pb)).unwrap());
     assert!(samples(&p).iter().any(|s| s.has("slow_function")));
 }

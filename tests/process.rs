@@ -16,7 +16,15 @@ fn py() -> String {
 fn exit_code_is_the_childs() {
     for code in [0, 1, 7, 255] {
         let r = run(
-            pyroscope(&["exec", "--no-logging", "--output", "/dev/null.txt", &py(), "-c", &format!("import sys; sys.exit({code})")]),
+            pyroscope(&[
+                "exec",
+                "--no-logging",
+                "--output",
+                "/dev/null.txt",
+                &py(),
+                "-c",
+                &format!("import sys; sys.exit({code})"),
+            ]),
             Duration::from_secs(30),
         );
         // /dev/null.txt cannot be written; that must not change the exit status either.
@@ -28,7 +36,15 @@ fn exit_code_is_the_childs() {
 fn death_by_signal_is_death_by_the_same_signal() {
     for sig in [libc::SIGKILL, libc::SIGTERM, libc::SIGSEGV] {
         let r = run(
-            pyroscope(&["exec", "--no-logging", "--output", "/tmp/x.txt", &py(), "-c", &format!("import os; os.kill(os.getpid(), {sig})")]),
+            pyroscope(&[
+                "exec",
+                "--no-logging",
+                "--output",
+                "/tmp/x.txt",
+                &py(),
+                "-c",
+                &format!("import os; os.kill(os.getpid(), {sig})"),
+            ]),
             Duration::from_secs(30),
         );
         assert_eq!(r.signal, Some(sig), "code {:?} stderr {}", r.code, r.stderr);
@@ -59,12 +75,31 @@ fn real_time_signals_reach_the_child_and_do_not_stop_it() {
                 signal.signal(rt + 3, lambda s, f: got.append(s))\n\
                 for i in range(200):\n    os.kill(os.getpid(), rt if i % 2 else rt + 3)\n\
                 print(len(got))";
-    let r = run(pyroscope(&["exec", "--no-logging", "--output", "/tmp/rt.txt", &py(), "-c", code]), Duration::from_secs(30));
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--no-logging",
+            "--output",
+            "/tmp/rt.txt",
+            &py(),
+            "-c",
+            code,
+        ]),
+        Duration::from_secs(30),
+    );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     assert_eq!(r.stdout.trim(), "200");
     let rt = libc::SIGRTMIN() + 5;
     let r = run(
-        pyroscope(&["exec", "--no-logging", "--output", "/tmp/rt2.txt", &py(), "-c", &format!("import os; os.kill(os.getpid(), {rt})")]),
+        pyroscope(&[
+            "exec",
+            "--no-logging",
+            "--output",
+            "/tmp/rt2.txt",
+            &py(),
+            "-c",
+            &format!("import os; os.kill(os.getpid(), {rt})"),
+        ]),
         Duration::from_secs(30),
     );
     assert_eq!(r.signal, Some(rt), "code {:?} stderr {}", r.code, r.stderr);
@@ -72,9 +107,17 @@ fn real_time_signals_reach_the_child_and_do_not_stop_it() {
 
 #[test]
 fn a_command_that_cannot_start_gives_127_or_126() {
-    let r = run(pyroscope(&["exec", "no-such-command-xyz", "arg"]), Duration::from_secs(10));
+    let r = run(
+        pyroscope(&["exec", "no-such-command-xyz", "arg"]),
+        Duration::from_secs(10),
+    );
     assert_eq!(r.code, Some(127));
-    assert_eq!(r.stderr.lines().filter(|l| l.contains("error")).count(), 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("no-such-command-xyz"));
     let r = run(pyroscope(&["exec", "/etc/passwd"]), Duration::from_secs(10));
     assert_eq!(r.code, Some(126), "{}", r.stderr);
@@ -82,7 +125,9 @@ fn a_command_that_cannot_start_gives_127_or_126() {
 
 /// Starts the signal-counting app under pyroscope, in its own process group, and waits until it
 /// is ready.
-fn start_signals_app(extra: &[&str]) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+fn start_signals_app(
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let app = test_app("signals.py");
     let mut args = vec!["exec", "--log-level", "debug", "--output", "/tmp/sig.txt"];
     args.extend_from_slice(extra);
@@ -100,7 +145,10 @@ fn start_signals_app(extra: &[&str]) -> (std::process::Child, BufReader<std::pro
     (child, out)
 }
 
-fn finish(mut child: std::process::Child, mut out: BufReader<std::process::ChildStdout>) -> (String, Option<i32>) {
+fn finish(
+    mut child: std::process::Child,
+    mut out: BufReader<std::process::ChildStdout>,
+) -> (String, Option<i32>) {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     let status = child.wait().unwrap();
@@ -118,8 +166,17 @@ fn signals_sent_to_pyroscope_reach_the_child_once() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let (text, code) = finish(child, out);
     assert_eq!(code, Some(3), "{text}");
-    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
-        assert!(text.contains(&format!("signal {sig} x1\n")), "signal {sig} not delivered exactly once: {text}");
+    for sig in [
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGTERM,
+    ] {
+        assert!(
+            text.contains(&format!("signal {sig} x1\n")),
+            "signal {sig} not delivered exactly once: {text}"
+        );
     }
 }
 
@@ -132,19 +189,40 @@ fn a_signal_to_the_whole_process_group_is_not_doubled() {
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
     let (text, code) = finish(child, out);
     assert_eq!(code, Some(3), "{text}");
-    assert!(text.contains(&format!("signal {} x1\n", libc::SIGUSR1)), "{text}");
-    assert!(text.contains(&format!("signal {} x1\n", libc::SIGTERM)), "{text}");
+    assert!(
+        text.contains(&format!("signal {} x1\n", libc::SIGUSR1)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("signal {} x1\n", libc::SIGTERM)),
+        "{text}"
+    );
 }
 
 #[test]
 fn stdin_and_stdout_pass_through() {
-    let mut cmd = pyroscope(&["exec", "--no-logging", "--output", "/tmp/stdin.txt", &py(), path_str(&test_app("stdin_echo.py"))]);
+    let mut cmd = pyroscope(&[
+        "exec",
+        "--no-logging",
+        "--output",
+        "/tmp/stdin.txt",
+        &py(),
+        path_str(&test_app("stdin_echo.py")),
+    ]);
     cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"hello from stdin\nsecond line\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin\nsecond line\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO FROM STDIN\nSECOND LINE\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HELLO FROM STDIN\nSECOND LINE\n"
+    );
 }
 
 #[test]
@@ -154,9 +232,15 @@ fn environment_and_working_directory_are_the_childs() {
     cmd.current_dir(&dir).env("MY_VAR", "my value");
     let r = run(cmd, Duration::from_secs(30));
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines[0], std::fs::canonicalize(&dir).unwrap().to_str().unwrap());
+    assert_eq!(
+        lines[0],
+        std::fs::canonicalize(&dir).unwrap().to_str().unwrap()
+    );
     assert_eq!(lines[1], "my value");
-    assert_eq!(lines[2], "True", "the child stays in pyroscope's process group");
+    assert_eq!(
+        lines[2], "True",
+        "the child stays in pyroscope's process group"
+    );
 }
 
 /// Under a real terminal (a pty from `script`): the child sees a TTY, reads it, and Ctrl-C
@@ -187,7 +271,10 @@ fn interactive_child_reads_the_terminal_and_gets_ctrl_c_once() {
     let mut seen = String::new();
     while !seen.contains("read typed line") {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "EOF before the read: {seen}");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "EOF before the read: {seen}"
+        );
         seen.push_str(&line);
     }
     stdin.write_all(b"\x03").unwrap();
@@ -204,14 +291,31 @@ fn multiprocessing_workers_are_profiled() {
     for method in ["fork", "spawn"] {
         let out = tempdir(&format!("mp-{method}")).join("p.txt");
         let r = run(
-            pyroscope(&["exec", "--log-level", "debug", "--output", path_str(&out), &py(), path_str(&test_app("multiproc.py")), method]),
+            pyroscope(&[
+                "exec",
+                "--log-level",
+                "debug",
+                "--output",
+                path_str(&out),
+                &py(),
+                path_str(&test_app("multiproc.py")),
+                method,
+            ]),
             Duration::from_secs(60),
         );
         assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
         let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
-        let burn: u64 = lines.iter().filter(|(s, _)| s.contains("worker_burn")).map(|(_, n)| n).sum();
+        let burn: u64 = lines
+            .iter()
+            .filter(|(s, _)| s.contains("worker_burn"))
+            .map(|(_, n)| n)
+            .sum();
         // Two workers × 2 s at 100 Hz = ~400 samples; only the workers run worker_burn.
-        assert!(burn > 200, "{method}: worker_burn has {burn} samples; stderr: {}", r.stderr);
+        assert!(
+            burn > 200,
+            "{method}: worker_burn has {burn} samples; stderr: {}",
+            r.stderr
+        );
     }
 }
 
@@ -219,8 +323,17 @@ fn multiprocessing_workers_are_profiled() {
 fn shell_and_env_wrappers_are_recognised_by_the_running_executable() {
     let app = example_app();
     for wrapper in [
-        vec!["/usr/bin/env".to_string(), py(), path_str(&app).into(), "1".into()],
-        vec!["sh".into(), "-c".into(), format!("exec '{}' '{}' 1", py(), app.display())],
+        vec![
+            "/usr/bin/env".to_string(),
+            py(),
+            path_str(&app).into(),
+            "1".into(),
+        ],
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("exec '{}' '{}' 1", py(), app.display()),
+        ],
     ] {
         let out = tempdir("wrap").join("p.txt");
         let mut args = vec!["exec".to_string(), "--output".into(), path_str(&out).into()];
@@ -238,7 +351,15 @@ fn shell_and_env_wrappers_are_recognised_by_the_running_executable() {
 fn detect_subprocesses_false_profiles_only_the_root() {
     let out = tempdir("nosub").join("p.txt");
     let r = run(
-        pyroscope(&["exec", "--detect-subprocesses=false", "--output", path_str(&out), &py(), path_str(&test_app("multiproc.py")), "fork"]),
+        pyroscope(&[
+            "exec",
+            "--detect-subprocesses=false",
+            "--output",
+            path_str(&out),
+            &py(),
+            path_str(&test_app("multiproc.py")),
+            "fork",
+        ]),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -250,7 +371,10 @@ fn detect_subprocesses_false_profiles_only_the_root() {
 /// unless --no-root-drop; --user-name/--group-name choose explicitly. (The tests run as root.)
 #[test]
 fn privileges_are_dropped_like_the_original() {
-    assert!(nix::unistd::Uid::effective().is_root(), "this test needs root, as on CI");
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root, as on CI"
+    );
     let ids = |extra: &[&str], sudo: bool| {
         let mut args = vec!["exec", "--no-logging", "--output", "/tmp/ids.txt"];
         args.extend_from_slice(extra);
@@ -267,7 +391,10 @@ fn privileges_are_dropped_like_the_original() {
     assert_eq!(ids(&[], true), "65534 65534");
     assert_eq!(ids(&["--no-root-drop"], true), "0 0");
     assert_eq!(ids(&["--user-name", "nobody"], false), "65534 65534");
-    assert_eq!(ids(&["--user-name", "4321", "--group-name", "4322"], false), "4321 4322");
+    assert_eq!(
+        ids(&["--user-name", "4321", "--group-name", "4322"], false),
+        "4321 4322"
+    );
     assert_eq!(ids(&["--group-name", "nogroup"], false), "0 65534");
 }
 
@@ -281,9 +408,16 @@ fn shebang_scripts_are_profiled() {
     std::fs::write(&script, format!("#!{}\n{app}", py())).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = dir.join("p.txt");
-    let r = run(pyroscope(&["exec", "--output", path_str(&out), path_str(&script), "1"]), Duration::from_secs(30));
+    let r = run(
+        pyroscope(&["exec", "--output", path_str(&out), path_str(&script), "1"]),
+        Duration::from_secs(30),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("CPython 3.11"), "{}", r.stderr);
-    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    let (s, f) = collapsed_split(
+        &collapsed(&std::fs::read_to_string(&out).unwrap()),
+        "slow_function",
+        "fast_function",
+    );
     assert!(s > 30 && f > 5, "slow {s} fast {f}");
 }

@@ -26,8 +26,20 @@ fn exec_uploads_ruby_stacks_with_the_split() {
     let app = ruby_app();
     let r = run(
         pyroscope(&[
-            "exec", "--server-address", &server.url, "--application-name", "shop.worker", "--tag", "lang=ruby",
-            "--sample-rate", "250", "--log-level", "debug", &rb, path_str(&app), "4",
+            "exec",
+            "--server-address",
+            &server.url,
+            "--application-name",
+            "shop.worker",
+            "--tag",
+            "lang=ruby",
+            "--sample-rate",
+            "250",
+            "--log-level",
+            "debug",
+            &rb,
+            path_str(&app),
+            "4",
         ]),
         Duration::from_secs(60),
     );
@@ -47,23 +59,61 @@ fn exec_uploads_ruby_stacks_with_the_split() {
     let (s, f) = split(&all, "slow_function", "fast_function");
     assert_split(s, f);
     // Function, file (shortened) and line are separate fields.
-    let heavy = all.iter().filter(|s| s.has("slow_function")).max_by_key(|s| s.value).unwrap();
+    let heavy = all
+        .iter()
+        .filter(|s| s.has("slow_function"))
+        .max_by_key(|s| s.value)
+        .unwrap();
     let leaf = heavy.frames.last().unwrap();
     assert_eq!(leaf.0, "work");
-    assert!(leaf.1.ends_with("app.rb") && !leaf.1.starts_with('/'), "file {}", leaf.1);
+    assert!(
+        leaf.1.ends_with("app.rb") && !leaf.1.starts_with('/'),
+        "file {}",
+        leaf.1
+    );
     assert!(leaf.2 > 0);
     let total: i64 = all.iter().map(|s| s.value).sum();
-    let idle: i64 = all.iter().filter(|s| s.frames.iter().any(|f| f.0.contains("block in") && f.2 == 24)).map(|s| s.value).sum();
-    assert!(idle * 10 < total, "sleeping thread in a CPU profile: {idle}/{total}");
+    let idle: i64 = all
+        .iter()
+        .filter(|s| {
+            s.frames
+                .iter()
+                .any(|f| f.0.contains("block in") && f.2 == 24)
+        })
+        .map(|s| s.value)
+        .sum();
+    assert!(
+        idle * 10 < total,
+        "sleeping thread in a CPU profile: {idle}/{total}"
+    );
 }
 
 #[test]
 fn ruby_exit_status_and_signals() {
     let rb = ruby();
-    let r = run(pyroscope(&["exec", "--no-logging", "--output", "/tmp/rb.txt", &rb, "-e", "exit 7"]), Duration::from_secs(30));
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--no-logging",
+            "--output",
+            "/tmp/rb.txt",
+            &rb,
+            "-e",
+            "exit 7",
+        ]),
+        Duration::from_secs(30),
+    );
     assert_eq!(r.code, Some(7));
     let r = run(
-        pyroscope(&["exec", "--no-logging", "--output", "/tmp/rb.txt", &rb, "-e", "Process.kill(:KILL, Process.pid)"]),
+        pyroscope(&[
+            "exec",
+            "--no-logging",
+            "--output",
+            "/tmp/rb.txt",
+            &rb,
+            "-e",
+            "Process.kill(:KILL, Process.pid)",
+        ]),
         Duration::from_secs(30),
     );
     assert_eq!(r.signal, Some(libc::SIGKILL));
@@ -91,10 +141,18 @@ fn ruby_exit_status_and_signals() {
 #[test]
 fn connect_to_a_running_ruby() {
     let out = tempdir("rb-connect").join("p.txt");
-    let mut app = Command::new(ruby()).arg(ruby_app()).arg("3").stdout(Stdio::null()).spawn().unwrap();
+    let mut app = Command::new(ruby())
+        .arg(ruby_app())
+        .arg("3")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = app.id().to_string();
-    let r = run(pyroscope(&["connect", "--pid", &pid, "--output", path_str(&out)]), Duration::from_secs(30));
+    let r = run(
+        pyroscope(&["connect", "--pid", &pid, "--output", path_str(&out)]),
+        Duration::from_secs(30),
+    );
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
@@ -106,12 +164,21 @@ fn connect_to_a_running_ruby() {
 fn forked_ruby_workers_are_profiled() {
     let out = tempdir("rb-fork").join("p.txt");
     let r = run(
-        pyroscope(&["exec", "--output", path_str(&out), &ruby(), path_str(&test_app("ruby_fork.rb"))]),
+        pyroscope(&[
+            "exec",
+            "--output",
+            path_str(&out),
+            &ruby(),
+            path_str(&test_app("ruby_fork.rb")),
+        ]),
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let burn: u64 =
-        collapsed(&std::fs::read_to_string(&out).unwrap()).iter().filter(|(s, _)| s.contains("worker_burn")).map(|(_, n)| n).sum();
+    let burn: u64 = collapsed(&std::fs::read_to_string(&out).unwrap())
+        .iter()
+        .filter(|(s, _)| s.contains("worker_burn"))
+        .map(|(_, n)| n)
+        .sum();
     // Two workers × 2 s at 100 Hz ≈ 400 samples, all in the forked children.
     assert!(burn > 200, "worker_burn samples: {burn}; {}", r.stderr);
 }
@@ -120,11 +187,18 @@ fn forked_ruby_workers_are_profiled() {
 fn rbspy_on_a_process_that_is_not_ruby() {
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     let pid = sleeper.id().to_string();
-    let r = run(pyroscope(&["connect", "--pid", &pid, "--spy-name", "rbspy"]), Duration::from_secs(20));
+    let r = run(
+        pyroscope(&["connect", "--pid", &pid, "--spy-name", "rbspy"]),
+        Duration::from_secs(20),
+    );
     sleeper.kill().unwrap();
     let _ = sleeper.wait();
     assert_eq!(r.code, Some(1));
-    assert!(r.stderr.contains("does not look like a Ruby process"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("does not look like a Ruby process"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("panicked"));
 }
 
@@ -156,12 +230,23 @@ fn exec_with_libruby(dir: &std::path::Path, args: &[&str]) -> Run {
 fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
     let dir = libruby_claiming("3.1.9");
     // 250 Hz for 4 s: ~1000 samples, so the 3:1 split is checked well outside sampling noise.
-    let r = exec_with_libruby(&dir, &["--sample-rate", "250", &ruby(), path_str(&ruby_app()), "4"]);
+    let r = exec_with_libruby(
+        &dir,
+        &["--sample-rate", "250", &ruby(), path_str(&ruby_app()), "4"],
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warn:")).collect();
     assert_eq!(warnings.len(), 1, "one warning: {}", r.stderr);
-    assert!(warnings[0].contains("Ruby 3.1.9") && warnings[0].contains("as Ruby 3.1.7"), "{}", warnings[0]);
-    assert!(r.stderr.contains("reads Ruby 3.1.9 correctly"), "{}", r.stderr);
+    assert!(
+        warnings[0].contains("Ruby 3.1.9") && warnings[0].contains("as Ruby 3.1.7"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        r.stderr.contains("reads Ruby 3.1.9 correctly"),
+        "{}",
+        r.stderr
+    );
     let lines = collapsed(&std::fs::read_to_string(dir.join("p.txt")).unwrap());
     let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(s, f);
@@ -171,28 +256,61 @@ fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
 fn a_fallback_layout_that_does_not_fit_stops_with_a_clear_error() {
     // A 3.1 interpreter claiming 2.7.9 is read with 2.7.8's layout: that must be caught.
     let dir = libruby_claiming("2.7.9");
-    let r = exec_with_libruby(&dir, &[&ruby(), "--disable-gems", path_str(&ruby_app()), "3"]);
+    let r = exec_with_libruby(
+        &dir,
+        &[&ruby(), "--disable-gems", path_str(&ruby_app()), "3"],
+    );
     assert_eq!(r.code, Some(0), "the program is unaffected: {}", r.stderr);
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[pyroscope] error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
-    assert!(errors[0].contains("Ruby 2.7.9") && errors[0].contains("2.7.8"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("Ruby 2.7.9") && errors[0].contains("2.7.8"),
+        "{}",
+        errors[0]
+    );
     let text = std::fs::read_to_string(dir.join("p.txt")).unwrap();
-    assert!(!text.contains("slow_function"), "no stacks from a wrong layout: {text}");
+    assert!(
+        !text.contains("slow_function"),
+        "no stacks from a wrong layout: {text}"
+    );
 }
 
 #[test]
 fn an_unknown_minor_version_is_unsupported() {
     let dir = libruby_claiming("9.9.9");
-    let r = exec_with_libruby(&dir, &[&ruby(), "--disable-gems", "-e", "x = 0; 2_000_000.times { |i| x += i }; exit 5"]);
+    let r = exec_with_libruby(
+        &dir,
+        &[
+            &ruby(),
+            "--disable-gems",
+            "-e",
+            "x = 0; 2_000_000.times { |i| x += i }; exit 5",
+        ],
+    );
     assert_eq!(r.code, Some(5));
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).collect();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[pyroscope] error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
-    assert!(errors[0].contains("Ruby 9.9.9 is not supported"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("Ruby 9.9.9 is not supported"),
+        "{}",
+        errors[0]
+    );
 }
 
 /// How many reads were done with the target paused, from the end-of-run report.
 fn paused_reads(stderr: &str) -> u64 {
-    let line = stderr.lines().find(|l| l.contains("samples of")).unwrap_or_else(|| panic!("no report: {stderr}"));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("samples of"))
+        .unwrap_or_else(|| panic!("no report: {stderr}"));
     line.split_once(" read with the target paused")
         .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no paused count in {line:?}"))
@@ -205,7 +323,10 @@ fn assert_split_read_in_pauses(out: &std::path::Path, stderr: &str) {
     let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(s, f);
     let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
-    assert!(paused_reads(stderr) >= stacks, "every stack read in a pause: {stderr}");
+    assert!(
+        paused_reads(stderr) >= stacks,
+        "every stack read in a pause: {stderr}"
+    );
 }
 
 /// `--rbspy-blocking` with connect: every read happens with the process paused (remoteprocess's
@@ -213,10 +334,27 @@ fn assert_split_read_in_pauses(out: &std::path::Path, stderr: &str) {
 #[test]
 fn connect_with_rbspy_blocking() {
     let out = tempdir("rb-blocking").join("p.txt");
-    let mut app = Command::new(ruby()).arg(ruby_app()).arg("4").stdout(Stdio::null()).spawn().unwrap();
+    let mut app = Command::new(ruby())
+        .arg(ruby_app())
+        .arg("4")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = app.id().to_string();
-    let r = run(pyroscope(&["connect", "--pid", &pid, "--rbspy-blocking", "--sample-rate", "250", "--output", path_str(&out)]), Duration::from_secs(30));
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid,
+            "--rbspy-blocking",
+            "--sample-rate",
+            "250",
+            "--output",
+            path_str(&out),
+        ]),
+        Duration::from_secs(30),
+    );
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(!r.stderr.contains("warn:"), "{}", r.stderr);
@@ -229,12 +367,26 @@ fn connect_with_rbspy_blocking() {
 fn exec_with_rbspy_blocking_pauses_through_the_tracer() {
     let out = tempdir("rb-exec-blocking").join("p.txt");
     let r = run(
-        pyroscope(&["exec", "--rbspy-blocking", "--sample-rate", "250", "--output", path_str(&out), &ruby(), "-e",
-            &format!("load '{}'; exit 3", ruby_app().display()), "4"]),
+        pyroscope(&[
+            "exec",
+            "--rbspy-blocking",
+            "--sample-rate",
+            "250",
+            "--output",
+            path_str(&out),
+            &ruby(),
+            "-e",
+            &format!("load '{}'; exit 3", ruby_app().display()),
+            "4",
+        ]),
         Duration::from_secs(30),
     );
     assert_eq!(r.code, Some(3), "{}", r.stderr);
-    assert!(!r.stderr.contains("warn:") && !r.stderr.contains("error:"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("warn:") && !r.stderr.contains("error:"),
+        "{}",
+        r.stderr
+    );
     assert_split_read_in_pauses(&out, &r.stderr);
 }
 
@@ -244,13 +396,28 @@ fn exec_with_rbspy_blocking_pauses_through_the_tracer() {
 fn ruby_shebang_scripts_are_profiled() {
     let dir = tempdir("rb-shebang");
     let script = dir.join("my-worker");
-    std::fs::write(&script, format!("#!{}\n{}", ruby(), std::fs::read_to_string(ruby_app()).unwrap())).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!{}\n{}",
+            ruby(),
+            std::fs::read_to_string(ruby_app()).unwrap()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = dir.join("p.txt");
-    let r = run(pyroscope(&["exec", "--output", path_str(&out), path_str(&script), "1"]), Duration::from_secs(30));
+    let r = run(
+        pyroscope(&["exec", "--output", path_str(&out), path_str(&script), "1"]),
+        Duration::from_secs(30),
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("MRI Ruby 3."), "{}", r.stderr);
-    let (s, f) = collapsed_split(&collapsed(&std::fs::read_to_string(&out).unwrap()), "slow_function", "fast_function");
+    let (s, f) = collapsed_split(
+        &collapsed(&std::fs::read_to_string(&out).unwrap()),
+        "slow_function",
+        "fast_function",
+    );
     assert!(s > 30 && f > 5, "slow {s} fast {f}");
 }
 
@@ -266,9 +433,26 @@ fn connect_gives_up_when_the_fallback_layout_is_wrong() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = app.id().to_string();
-    let r = run(pyroscope(&["connect", "--pid", &pid, "--output", path_str(&dir.join("c.txt"))]), Duration::from_secs(20));
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid,
+            "--output",
+            path_str(&dir.join("c.txt")),
+        ]),
+        Duration::from_secs(20),
+    );
     app.kill().unwrap();
     let _ = app.wait();
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().filter(|l| l.starts_with("[pyroscope] error:")).count(), 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr
+            .lines()
+            .filter(|l| l.starts_with("[pyroscope] error:"))
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
 }

@@ -17,19 +17,35 @@ fn profile_version(version: &str, blocking: bool) {
     args.extend_from_slice(&[path_str(&py), path_str(&app), "4"]);
     let r = run(pyroscope(&args), Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    assert!(r.stderr.contains(&format!("CPython {version}")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("CPython {version}")),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
     let (slow, fast) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(slow, fast);
     let total: u64 = lines.iter().map(|(_, n)| n).sum();
-    let idle: u64 = lines.iter().filter(|(s, _)| s.contains("idle_sleeper")).map(|(_, n)| n).sum();
+    let idle: u64 = lines
+        .iter()
+        .filter(|(s, _)| s.contains("idle_sleeper"))
+        .map(|(_, n)| n)
+        .sum();
     // Were the sleeping thread taken for running, it would hold about half of all samples. What
     // it does get is real: woken from sleep it competes for the GIL, which on a loaded 2-core
     // machine costs a few percent of CPU (seen up to 4% on CPython 2.7).
-    assert!(idle * 10 < total, "idle thread in a CPU profile: {idle} of {total}");
+    assert!(
+        idle * 10 < total,
+        "idle thread in a CPU profile: {idle} of {total}"
+    );
     // The leaf of the hot path is `work` in app.py with a real line number.
-    assert!(lines.iter().any(|(s, _)| s.ends_with(")") && s.contains(";work (") && s.contains("app.py:")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|(s, _)| s.ends_with(")") && s.contains(";work (") && s.contains("app.py:")),
+        "{lines:?}"
+    );
 }
 
 macro_rules! versions {

@@ -32,10 +32,17 @@ pub fn test_app(name: &str) -> PathBuf {
 pub fn python(version: &str) -> PathBuf {
     let root = std::env::var("PYENV_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".pyenv"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".pyenv")
+        });
     let versions = root.join("versions");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
-        .unwrap_or_else(|e| panic!("no pyenv at {}: {e}; the tests need CPython {version} (see README)", versions.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "no pyenv at {}: {e}; the tests need CPython {version} (see README)",
+                versions.display()
+            )
+        })
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
@@ -44,7 +51,12 @@ pub fn python(version: &str) -> PathBuf {
         })
         .collect();
     found.sort();
-    let dir = found.pop().unwrap_or_else(|| panic!("CPython {version} is not installed under {}", versions.display()));
+    let dir = found.pop().unwrap_or_else(|| {
+        panic!(
+            "CPython {version} is not installed under {}",
+            versions.display()
+        )
+    });
     let major = &version[..1];
     let exe = dir.join("bin").join(format!("python{major}"));
     assert!(exe.exists(), "{} missing", exe.display());
@@ -64,7 +76,9 @@ pub struct Req {
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -88,23 +102,46 @@ impl Receiver {
                     Some((p, q)) => (p.to_string(), q.to_string()),
                     None => (rq.url().to_string(), String::new()),
                 };
-                let query = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+                let query = url::form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect();
                 let headers = rq
                     .headers()
                     .iter()
-                    .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+                    .map(|h| {
+                        (
+                            h.field.as_str().as_str().to_ascii_lowercase(),
+                            h.value.as_str().to_string(),
+                        )
+                    })
                     .collect();
                 let mut body = Vec::new();
                 let _ = rq.as_reader().read_to_end(&mut body);
-                let mut req = Req { path, query, headers, body, at: SystemTime::now(), status: 0 };
+                let mut req = Req {
+                    path,
+                    query,
+                    headers,
+                    body,
+                    at: SystemTime::now(),
+                    status: 0,
+                };
                 let idx = r.lock().unwrap().len();
                 req.status = respond(&req, idx);
                 r.lock().unwrap().push(req.clone());
-                let msg = if req.status >= 400 { "rejected by test receiver" } else { "" };
-                let _ = rq.respond(tiny_http::Response::from_string(msg).with_status_code(req.status));
+                let msg = if req.status >= 400 {
+                    "rejected by test receiver"
+                } else {
+                    ""
+                };
+                let _ =
+                    rq.respond(tiny_http::Response::from_string(msg).with_status_code(req.status));
             }
         });
-        Receiver { url, requests, server }
+        Receiver {
+            url,
+            requests,
+            server,
+        }
     }
 
     /// Answers 200 to everything.
@@ -118,7 +155,10 @@ impl Receiver {
 
     /// Successful uploads to `path`.
     pub fn accepted(&self, path: &str) -> Vec<Req> {
-        self.requests().into_iter().filter(|r| r.path == path && r.status == 200).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path && r.status == 200)
+            .collect()
     }
 }
 
@@ -142,7 +182,11 @@ pub fn decode_push(req: &Req) -> (BTreeMap<String, String>, PprofProfile) {
     let push = PushRequest::decode(&req.body[..]).expect("PushRequest");
     assert_eq!(push.series.len(), 1);
     let series = &push.series[0];
-    let labels = series.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    let labels = series
+        .labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
     assert_eq!(series.samples.len(), 1);
     assert_eq!(series.samples[0].id.len(), 36, "sample ID is a UUID");
     (labels, decode_pprof_gz(&series.samples[0].raw_profile))
@@ -177,18 +221,31 @@ pub fn samples(p: &PprofProfile) -> Vec<Sampled> {
                 .map(|&id| {
                     let loc = p.location.iter().find(|l| l.id == id).expect("location");
                     let line = &loc.line[0];
-                    let f = p.function.iter().find(|f| f.id == line.function_id).expect("function");
+                    let f = p
+                        .function
+                        .iter()
+                        .find(|f| f.id == line.function_id)
+                        .expect("function");
                     (s(f.name), s(f.filename), line.line)
                 })
                 .collect();
-            Sampled { frames, value: smp.value[0] }
+            Sampled {
+                frames,
+                value: smp.value[0],
+            }
         })
         .collect()
 }
 
 /// Sum of values of samples whose stack holds `a`, and of those holding `b`.
 pub fn split(samples: &[Sampled], a: &str, b: &str) -> (i64, i64) {
-    let sum = |name: &str| samples.iter().filter(|s| s.has(name)).map(|s| s.value).sum::<i64>();
+    let sum = |name: &str| {
+        samples
+            .iter()
+            .filter(|s| s.has(name))
+            .map(|s| s.value)
+            .sum::<i64>()
+    };
     (sum(a), sum(b))
 }
 
@@ -196,7 +253,10 @@ pub fn split(samples: &[Sampled], a: &str, b: &str) -> (i64, i64) {
 pub fn assert_split(slow: i64, fast: i64) {
     assert!(slow > 0 && fast > 0, "slow={slow} fast={fast}");
     let ratio = slow as f64 / fast as f64;
-    assert!((2.25..=3.75).contains(&ratio), "slow:fast = {ratio:.2} ({slow}/{fast}), expected 3 ± 25%");
+    assert!(
+        (2.25..=3.75).contains(&ratio),
+        "slow:fast = {ratio:.2} ({slow}/{fast}), expected 3 ± 25%"
+    );
 }
 
 /// Collapsed-stack lines (`frame;frame count`) → (stack, count).
@@ -208,14 +268,23 @@ pub fn collapsed(text: &str) -> Vec<(String, u64)> {
 }
 
 pub fn collapsed_split(lines: &[(String, u64)], a: &str, b: &str) -> (i64, i64) {
-    let sum = |name: &str| lines.iter().filter(|(s, _)| s.contains(name)).map(|(_, n)| *n as i64).sum::<i64>();
+    let sum = |name: &str| {
+        lines
+            .iter()
+            .filter(|(s, _)| s.contains(name))
+            .map(|(_, n)| *n as i64)
+            .sum::<i64>()
+    };
     (sum(a), sum(b))
 }
 
 /// `pyroscope` with the given arguments, output captured.
 pub fn pyroscope(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
-    c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // Tests decide everything with flags; the environment must not leak in.
     for (k, _) in std::env::vars() {
         if k.starts_with("PYROSCOPE_") {
@@ -261,7 +330,10 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Run {
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("pyroscope did not finish within {timeout:?}; stderr: {}", err.join().unwrap());
+            panic!(
+                "pyroscope did not finish within {timeout:?}; stderr: {}",
+                err.join().unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -289,7 +361,15 @@ pub fn path_str(p: &Path) -> &str {
 /// offset), for tests that patch a copy of a runtime library.
 pub fn elf_symbol_file_offset(file: &Path, symbol: &str) -> usize {
     let readelf = |flag: &str| {
-        String::from_utf8(Command::new("readelf").arg(flag).arg(file).output().expect("readelf (binutils)").stdout).unwrap()
+        String::from_utf8(
+            Command::new("readelf")
+                .arg(flag)
+                .arg(file)
+                .output()
+                .expect("readelf (binutils)")
+                .stdout,
+        )
+        .unwrap()
     };
     let addr = readelf("-sW")
         .lines()

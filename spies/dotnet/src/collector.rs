@@ -6,6 +6,9 @@
 //! previous sample. To give the same units as the other spies (one stack per `1/--sample-rate`
 //! seconds of CPU), each thread's Managed time is accumulated and a stack is emitted for every
 //! whole period; with `include_external`, External time counts too (a wall-clock view).
+//! A thread starts with a random part of a period already accumulated (a random phase), so that
+//! a thread that lives for less than a period still counts with the right probability: without
+//! it, a program that runs its work on many short-lived threads would show none of it.
 //!
 //! Frames are named when the block that carried the sample is done; a frame whose method event
 //! has not arrived yet (events of different threads are not ordered within a sequence-point
@@ -42,6 +45,8 @@ pub struct CollectorStats {
     pub frames: u64,
     pub unresolved_frames: u64,
     pub methods_loaded: u64,
+    /// ReadyToRun methods announced by their entry point.
+    pub entry_points: u64,
 }
 
 struct ThreadClock {
@@ -56,12 +61,21 @@ struct Pending {
     ns: i64,
 }
 
+/// Where the code mappings of the process's managed images come from (its /proc/PID/maps).
+pub type ImageSource = Box<dyn FnMut() -> Vec<(u64, u64, String)> + Send>;
+
 pub struct Collector {
     header: TraceHeader,
+    /// Re-read when a ReadyToRun entry point lies outside every known image (a new assembly),
+    /// at most once a second.
+    images: Option<ImageSource>,
+    images_read: Option<std::time::Instant>,
     pub symbols: Symbols,
     weighting: Weighting,
     include_external: bool,
     threads: HashMap<u64, ThreadClock>,
+    /// splitmix64 state for the threads' random phases (fixed seed: runs are reproducible).
+    phase_rng: u64,
     pending: Vec<Pending>,
     latest_ns: i64,
     /// When (trace time) idle threads were last forgotten.
@@ -75,6 +89,25 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// Names ReadyToRun frames after the image mapped at their address, read from `source`.
+    pub fn with_images(mut self, source: ImageSource) -> Self {
+        self.images = Some(source);
+        self.refresh_images();
+        self
+    }
+
+    fn refresh_images(&mut self) {
+        if let Some(source) = &mut self.images {
+            if self
+                .images_read
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+            {
+                self.symbols.set_images(source());
+                self.images_read = Some(std::time::Instant::now());
+            }
+        }
+    }
+
     /// Threads currently remembered (for tests of bounded memory).
     pub fn threads_tracked(&self) -> usize {
         self.threads.len()
@@ -83,10 +116,13 @@ impl Collector {
     pub fn new(weighting: Weighting, include_external: bool) -> Self {
         Collector {
             header: TraceHeader::default(),
+            images: None,
+            images_read: None,
             symbols: Symbols::default(),
             weighting,
             include_external,
             threads: HashMap::new(),
+            phase_rng: 0x5eed_0f_d07e7,
             pending: Vec::new(),
             latest_ns: 0,
             pruned_ns: 0,
@@ -115,12 +151,27 @@ impl Collector {
         let ns = self.header.ticks_to_ns(e.timestamp);
         self.latest_ns = self.latest_ns.max(ns);
         let interval = self.interval_ns();
-        let clock = self.threads.entry(e.thread_id).or_insert(ThreadClock { last_ns: ns.saturating_sub(interval), carry_ns: 0 });
+        let clock = match self.threads.entry(e.thread_id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let phase = match self.weighting {
+                    Weighting::Period { period_ns } => {
+                        (splitmix64(&mut self.phase_rng) % period_ns.max(1) as u64) as i64
+                    }
+                    Weighting::PerSample => 0,
+                };
+                v.insert(ThreadClock {
+                    last_ns: ns.saturating_sub(interval),
+                    carry_ns: phase,
+                })
+            }
+        };
         // The time this sample stands for: since the thread's previous sample, bounded so that
         // a gap (the thread was not managed for a while, the session started) is not charged.
         let delta = ns.saturating_sub(clock.last_ns).clamp(0, 4 * interval);
         clock.last_ns = ns;
-        let included = kind == SampleKind::Managed || (self.include_external && kind == SampleKind::External);
+        let included =
+            kind == SampleKind::Managed || (self.include_external && kind == SampleKind::External);
         if !included || e.stack.is_empty() {
             return;
         }
@@ -135,7 +186,12 @@ impl Collector {
             }
         };
         if copies > 0 {
-            self.pending.push(Pending { thread_id: e.thread_id, ips: e.stack.to_vec(), copies, ns });
+            self.pending.push(Pending {
+                thread_id: e.thread_id,
+                ips: e.stack.to_vec(),
+                copies,
+                ns,
+            });
         }
     }
 
@@ -144,7 +200,10 @@ impl Collector {
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             let resolved: Vec<_> = p.ips.iter().map(|&ip| self.symbols.resolve(ip)).collect();
-            if resolved.iter().any(Option::is_none) && !all && self.latest_ns.saturating_sub(p.ns) < self.grace_ns {
+            if resolved.iter().any(Option::is_none)
+                && !all
+                && self.latest_ns.saturating_sub(p.ns) < self.grace_ns
+            {
                 self.pending.push(p);
                 continue;
             }
@@ -160,17 +219,36 @@ impl Collector {
                     },
                     None => {
                         self.stats.unresolved_frames += 1;
-                        Frame { function: "[unknown]".into(), file: String::new(), line: 0 }
+                        Frame {
+                            function: "[unknown]".into(),
+                            file: String::new(),
+                            line: 0,
+                        }
                     }
                 })
                 .collect();
             for _ in 1..p.copies {
-                self.ready.push(Stack { thread_id: p.thread_id, frames: frames.clone() });
+                self.ready.push(Stack {
+                    thread_id: p.thread_id,
+                    frames: frames.clone(),
+                });
             }
-            self.ready.push(Stack { thread_id: p.thread_id, frames });
+            self.ready.push(Stack {
+                thread_id: p.thread_id,
+                frames,
+            });
             self.stats.stacks_emitted += p.copies as u64;
         }
     }
+}
+
+/// One step of splitmix64 (Steele, Lea, Flood 2014): enough randomness for sampling phases.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Handler for Collector {
@@ -189,6 +267,13 @@ impl Handler for Collector {
                 self.symbols.add_method(m.start, m.size, name, m.module_id);
             }
             Ok(Known::MethodUnload { start }) => self.symbols.remove_method(start),
+            Ok(Known::EntryPoint { start, name }) => {
+                self.stats.entry_points += 1;
+                if self.symbols.image(start).is_none() {
+                    self.refresh_images();
+                }
+                self.symbols.add_entry_point(start, name);
+            }
             Ok(Known::Module { id, path }) => self.symbols.add_module(id, &path),
             Ok(Known::Other) | Err(_) => {}
         }
@@ -202,7 +287,8 @@ impl Handler for Collector {
         }
         if self.latest_ns.saturating_sub(self.pruned_ns) > THREAD_IDLE_NS {
             let latest = self.latest_ns;
-            self.threads.retain(|_, c| latest.saturating_sub(c.last_ns) <= THREAD_IDLE_NS);
+            self.threads
+                .retain(|_, c| latest.saturating_sub(c.last_ns) <= THREAD_IDLE_NS);
             self.pruned_ns = latest;
         }
     }

@@ -7,8 +7,10 @@ pub const SAMPLE_PROFILER: &str = "Microsoft-DotNETCore-SampleProfiler";
 pub const RUNTIME: &str = "Microsoft-Windows-DotNETRuntime";
 pub const RUNDOWN: &str = "Microsoft-Windows-DotNETRuntimeRundown";
 
-/// Keywords of the runtime provider: Loader (modules) | Jit (methods compiled from now on).
-pub const RUNTIME_KEYWORDS: u64 = 0x8 | 0x10;
+/// Keywords of the runtime provider: Loader (modules) | Jit (methods compiled from now on) |
+/// CompilationDiagnostic (R2RGetEntryPoint: precompiled ReadyToRun methods, such as most of
+/// System.Private.CoreLib, when first used; no JIT event is sent for them).
+pub const RUNTIME_KEYWORDS: u64 = 0x8 | 0x10 | 0x20_0000_0000;
 /// Verbose: the method events with names (MethodLoadVerbose) need it.
 pub const LEVEL_VERBOSE: u32 = 5;
 
@@ -29,8 +31,18 @@ pub enum Known {
     /// A method's code range came into existence (JIT, or rundown of existing code).
     MethodLoad(MethodLoad),
     /// A method's code range went away (collectible assembly unloaded).
-    MethodUnload { start: u64 },
-    Module { id: u64, path: String },
+    MethodUnload {
+        start: u64,
+    },
+    /// A precompiled (ReadyToRun) method was first used: where its code starts, not its size.
+    EntryPoint {
+        start: u64,
+        name: String,
+    },
+    Module {
+        id: u64,
+        path: String,
+    },
     Other,
 }
 
@@ -70,13 +82,30 @@ pub fn classify(e: &Event<'_>) -> Result<Known> {
             let m = method(&mut c)?;
             Known::MethodUnload { start: m.start }
         }
+        // R2RGetEntryPoint: u64 MethodID, namespace, name, signature, u64 EntryPoint, u16.
+        (RUNTIME, 159) => {
+            let _method_id = c.u64()?;
+            let namespace = c.utf16z()?;
+            let name = c.utf16z()?;
+            let _signature = c.utf16z()?;
+            let start = c.u64()?;
+            let name = if namespace.is_empty() {
+                name
+            } else {
+                format!("{namespace}.{name}")
+            };
+            Known::EntryPoint { start, name }
+        }
         // ModuleLoad; rundown's ModuleDCStart / ModuleDCEnd.
         (RUNTIME, 152) | (RUNDOWN, 153) | (RUNDOWN, 154) => {
             let id = c.u64()?;
             let _assembly = c.u64()?;
             let _flags = c.u32()?;
             let _reserved = c.u32()?;
-            Known::Module { id, path: c.utf16z()? }
+            Known::Module {
+                id,
+                path: c.utf16z()?,
+            }
         }
         // DomainModuleLoad; rundown's DomainModuleDCStart / DomainModuleDCEnd.
         (RUNTIME, 151) | (RUNDOWN, 151) | (RUNDOWN, 152) => {
@@ -85,7 +114,10 @@ pub fn classify(e: &Event<'_>) -> Result<Known> {
             let _domain = c.u64()?;
             let _flags = c.u32()?;
             let _reserved = c.u32()?;
-            Known::Module { id, path: c.utf16z()? }
+            Known::Module {
+                id,
+                path: c.utf16z()?,
+            }
         }
         _ => Known::Other,
     })
@@ -102,5 +134,11 @@ fn method(c: &mut Cursor<'_>) -> Result<MethodLoad> {
     let _flags = c.u32()?;
     let namespace = c.utf16z()?;
     let name = c.utf16z()?;
-    Ok(MethodLoad { module_id, start, size, namespace, name })
+    Ok(MethodLoad {
+        module_id,
+        start,
+        size,
+        namespace,
+        name,
+    })
 }

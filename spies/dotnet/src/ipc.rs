@@ -23,14 +23,20 @@ pub enum IpcError {
     /// The socket exists but its owner and mode do not let us open it.
     Denied(String),
     /// The runtime answered with an error HRESULT.
-    Command { hresult: u32, what: &'static str },
+    Command {
+        hresult: u32,
+        what: &'static str,
+    },
     Io(String),
 }
 
 impl std::fmt::Display for IpcError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IpcError::NoSocket(m) | IpcError::Permission(m) | IpcError::Denied(m) | IpcError::Io(m) => f.write_str(m),
+            IpcError::NoSocket(m)
+            | IpcError::Permission(m)
+            | IpcError::Denied(m)
+            | IpcError::Io(m) => f.write_str(m),
             IpcError::Command { hresult, what } => {
                 let name = match *hresult {
                     0x8013_1384 => " (bad encoding)",
@@ -38,7 +44,10 @@ impl std::fmt::Display for IpcError {
                     0x8013_1386 => " (unknown magic)",
                     _ => "",
                 };
-                write!(f, "the runtime refused {what}: HRESULT {hresult:#010x}{name}")
+                write!(
+                    f,
+                    "the runtime refused {what}: HRESULT {hresult:#010x}{name}"
+                )
             }
         }
     }
@@ -53,11 +62,15 @@ fn io(what: &str, e: std::io::Error) -> IpcError {
 /// one in its pid namespace) and its own file system (reached through `/proc/PID/root`).
 pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
     let nspid = namespace_pid(pid).unwrap_or(pid);
-    let tmpdir = env_var(pid, "TMPDIR").filter(|t| !t.is_empty()).unwrap_or_else(|| "/tmp".into());
+    let tmpdir = env_var(pid, "TMPDIR")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "/tmp".into());
     let dir = PathBuf::from(format!("/proc/{pid}/root")).join(tmpdir.trim_start_matches('/'));
     let prefix = format!("dotnet-diagnostic-{nspid}-");
     let entries = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => IpcError::Permission(format!("cannot list {}: {e}", dir.display())),
+        std::io::ErrorKind::PermissionDenied => {
+            IpcError::Permission(format!("cannot list {}: {e}", dir.display()))
+        }
         _ => IpcError::NoSocket(format!("cannot list {}: {e}", dir.display())),
     })?;
     let start_time = start_time(pid);
@@ -65,15 +78,26 @@ pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let Some(key) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix("-socket")) else { continue };
+        let Some(key) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix("-socket"))
+        else {
+            continue;
+        };
         let exact = start_time.as_deref() == Some(key);
-        let mtime = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+        let mtime = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
         found.push((exact, mtime, entry.path()));
     }
     // The one whose key is this process's start time; else (a pid reused in a container) the newest.
     found.sort();
     let socket = found.pop().map(|(_, _, p)| p).ok_or_else(|| {
-        IpcError::NoSocket(format!("no diagnostics socket {}{prefix}*-socket", dir.display().to_string() + "/"))
+        IpcError::NoSocket(format!(
+            "no diagnostics socket {}{prefix}*-socket",
+            dir.display().to_string() + "/"
+        ))
     })?;
     check_access(&socket)?;
     Ok(socket)
@@ -85,13 +109,24 @@ pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
 fn check_access(socket: &std::path::Path) -> Result<(), IpcError> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
-    let Ok(path) = std::ffi::CString::new(socket.as_os_str().as_bytes()) else { return Ok(()) };
+    let Ok(path) = std::ffi::CString::new(socket.as_os_str().as_bytes()) else {
+        return Ok(());
+    };
     // SAFETY: a valid C string; faccessat only reads it.
-    let ok = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::R_OK | libc::W_OK, libc::AT_EACCESS) } == 0;
+    let ok = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::R_OK | libc::W_OK,
+            libc::AT_EACCESS,
+        )
+    } == 0;
     if ok || std::io::Error::last_os_error().raw_os_error() != Some(libc::EACCES) {
         return Ok(());
     }
-    let (owner, mode) = std::fs::metadata(socket).map(|m| (m.uid(), m.mode() & 0o777)).unwrap_or((u32::MAX, 0));
+    let (owner, mode) = std::fs::metadata(socket)
+        .map(|m| (m.uid(), m.mode() & 0o777))
+        .unwrap_or((u32::MAX, 0));
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     Err(IpcError::Denied(format!(
@@ -104,7 +139,13 @@ fn check_access(socket: &std::path::Path) -> Result<(), IpcError> {
 /// The pid of `pid` inside its own pid namespace (last field of `NSpid:`).
 fn namespace_pid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().last()?.parse().ok()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
@@ -120,7 +161,9 @@ pub fn env_var(pid: u32, name: &str) -> Option<String> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     env.split(|&b| b == 0).find_map(|kv| {
         let kv = String::from_utf8_lossy(kv);
-        kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(str::to_string)
+        kv.strip_prefix(name)
+            .and_then(|r| r.strip_prefix('='))
+            .map(str::to_string)
     })
 }
 
@@ -148,7 +191,8 @@ impl Payload {
             return self.u32(0);
         }
         let units: Vec<u16> = s.encode_utf16().chain(std::iter::once(0)).collect();
-        self.0.extend_from_slice(&(units.len() as u32).to_le_bytes());
+        self.0
+            .extend_from_slice(&(units.len() as u32).to_le_bytes());
         for u in units {
             self.0.extend_from_slice(&u.to_le_bytes());
         }
@@ -173,17 +217,28 @@ fn providers(mut p: Payload, list: &[Provider<'_>]) -> Payload {
 
 /// Sends one command on a new connection; returns the connection (for a stream that follows)
 /// and the reply's payload.
-pub fn command(socket: &std::path::Path, set: u8, id: u8, payload: &[u8], what: &'static str) -> Result<(UnixStream, Vec<u8>), IpcError> {
+pub fn command(
+    socket: &std::path::Path,
+    set: u8,
+    id: u8,
+    payload: &[u8],
+    what: &'static str,
+) -> Result<(UnixStream, Vec<u8>), IpcError> {
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => IpcError::Denied(format!("cannot connect to {}: {e}", socket.display())),
+        std::io::ErrorKind::PermissionDenied => {
+            IpcError::Denied(format!("cannot connect to {}: {e}", socket.display()))
+        }
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             IpcError::NoSocket(format!("cannot connect to {}: {e}", socket.display()))
         }
         _ => io("connecting to the diagnostics socket", e),
     })?;
-    s.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(|e| io("socket", e))?;
-    s.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(|e| io("socket", e))?;
-    let size = u16::try_from(HEADER_LEN + payload.len()).map_err(|_| IpcError::Io(format!("{what}: request too large")))?;
+    s.set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| io("socket", e))?;
+    s.set_write_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| io("socket", e))?;
+    let size = u16::try_from(HEADER_LEN + payload.len())
+        .map_err(|_| IpcError::Io(format!("{what}: request too large")))?;
     let mut msg = Vec::with_capacity(size as usize);
     msg.extend_from_slice(MAGIC);
     msg.extend_from_slice(&size.to_le_bytes());
@@ -191,36 +246,56 @@ pub fn command(socket: &std::path::Path, set: u8, id: u8, payload: &[u8], what: 
     msg.extend_from_slice(payload);
     s.write_all(&msg).map_err(|e| io(what, e))?;
     let mut header = [0u8; HEADER_LEN];
-    s.read_exact(&mut header).map_err(|e| io(&format!("reading the reply to {what}"), e))?;
+    s.read_exact(&mut header)
+        .map_err(|e| io(&format!("reading the reply to {what}"), e))?;
     if &header[..14] != MAGIC {
-        return Err(IpcError::Io(format!("{what}: the reply is not a diagnostics IPC message")));
+        return Err(IpcError::Io(format!(
+            "{what}: the reply is not a diagnostics IPC message"
+        )));
     }
     let size = u16::from_le_bytes([header[14], header[15]]) as usize;
     let mut body = vec![0u8; size.saturating_sub(HEADER_LEN)];
-    s.read_exact(&mut body).map_err(|e| io(&format!("reading the reply to {what}"), e))?;
+    s.read_exact(&mut body)
+        .map_err(|e| io(&format!("reading the reply to {what}"), e))?;
     match (header[16], header[17]) {
         (0xFF, 0x00) => Ok((s, body)),
         (0xFF, 0xFF) => {
-            let hresult = body.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4"))).unwrap_or(0);
+            let hresult = body
+                .get(..4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+                .unwrap_or(0);
             Err(IpcError::Command { hresult, what })
         }
-        (a, b) => Err(IpcError::Io(format!("{what}: unexpected reply {a:#04x} {b:#04x}"))),
+        (a, b) => Err(IpcError::Io(format!(
+            "{what}: unexpected reply {a:#04x} {b:#04x}"
+        ))),
     }
 }
 
 /// Starts an EventPipe session streaming nettrace on the returned connection. CollectTracing2
 /// (rundown on or off) where the runtime has it, else CollectTracing (rundown always on).
-pub fn collect_tracing(socket: &std::path::Path, buffer_mb: u32, rundown: bool, list: &[Provider<'_>]) -> Result<(UnixStream, u64), IpcError> {
+pub fn collect_tracing(
+    socket: &std::path::Path,
+    buffer_mb: u32,
+    rundown: bool,
+    list: &[Provider<'_>],
+) -> Result<(UnixStream, u64), IpcError> {
     let v2 = providers(Payload::default().u32(buffer_mb).u32(1).bool(rundown), list);
     let reply = match command(socket, 0x02, 0x03, &v2.0, "CollectTracing2") {
-        Err(IpcError::Command { hresult: HR_UNKNOWN_COMMAND, .. }) => {
+        Err(IpcError::Command {
+            hresult: HR_UNKNOWN_COMMAND,
+            ..
+        }) => {
             let v1 = providers(Payload::default().u32(buffer_mb).u32(1), list);
             command(socket, 0x02, 0x02, &v1.0, "CollectTracing")
         }
         r => r,
     };
     let (s, body) = reply?;
-    let id = body.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8"))).ok_or_else(|| IpcError::Io("CollectTracing: short reply".into()))?;
+    let id = body
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
+        .ok_or_else(|| IpcError::Io("CollectTracing: short reply".into()))?;
     // The stream that follows is read without a deadline (the reader blocks until data).
     s.set_read_timeout(None).map_err(|e| io("socket", e))?;
     Ok((s, id))
@@ -229,7 +304,14 @@ pub fn collect_tracing(socket: &std::path::Path, buffer_mb: u32, rundown: bool, 
 /// Ends a session (on a new connection); the runtime then sends the rundown, if requested, and
 /// closes the stream.
 pub fn stop_tracing(socket: &std::path::Path, session: u64) -> Result<(), IpcError> {
-    command(socket, 0x02, 0x01, &Payload::default().u64(session).0, "StopTracing").map(|_| ())
+    command(
+        socket,
+        0x02,
+        0x01,
+        &Payload::default().u64(session).0,
+        "StopTracing",
+    )
+    .map(|_| ())
 }
 
 /// What ProcessInfo2 (.NET 6+) or ProcessInfo (.NET 5) says; None on 3.1, which has neither.
@@ -242,7 +324,10 @@ pub struct ProcessInfo {
 pub fn process_info(socket: &std::path::Path) -> Option<ProcessInfo> {
     let (body, v2) = match command(socket, 0x04, 0x04, &[], "ProcessInfo2") {
         Ok((_, b)) => (b, true),
-        Err(_) => (command(socket, 0x04, 0x00, &[], "ProcessInfo").ok()?.1, false),
+        Err(_) => (
+            command(socket, 0x04, 0x00, &[], "ProcessInfo").ok()?.1,
+            false,
+        ),
     };
     let mut c = crate::nettrace::Cursor::new(&body);
     let _pid = c.u64().ok()?;
@@ -250,7 +335,11 @@ pub fn process_info(socket: &std::path::Path) -> Option<ProcessInfo> {
     let mut string = || -> Option<String> {
         let n = c.u32().ok()? as usize;
         let bytes = c.take(n.checked_mul(2)?).ok()?;
-        let units: Vec<u16> = bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).take_while(|&u| u != 0).collect();
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
         Some(String::from_utf16_lossy(&units))
     };
     let command_line = string()?;
@@ -262,7 +351,10 @@ pub fn process_info(socket: &std::path::Path) -> Option<ProcessInfo> {
     } else {
         None
     };
-    Some(ProcessInfo { command_line, runtime_version })
+    Some(ProcessInfo {
+        command_line,
+        runtime_version,
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +369,14 @@ mod tests {
 
     #[test]
     fn collect_tracing2_payload() {
-        let p = providers(Payload::default().u32(256).u32(1).bool(false), &[Provider { name: "P", keywords: 0x18, level: 5 }]);
+        let p = providers(
+            Payload::default().u32(256).u32(1).bool(false),
+            &[Provider {
+                name: "P",
+                keywords: 0x18,
+                level: 5,
+            }],
+        );
         let mut want = vec![0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0];
         want.extend_from_slice(&0x18u64.to_le_bytes());
         want.extend_from_slice(&5u32.to_le_bytes());

@@ -5,9 +5,9 @@
 
 pub mod collector;
 pub mod events;
+pub mod ipc;
 pub mod nettrace;
 pub mod symbols;
-pub mod ipc;
 
 use collector::{Collector, Weighting};
 use ipc::{IpcError, Provider};
@@ -28,11 +28,24 @@ pub fn is_coreclr(name: &str) -> bool {
     name == "libcoreclr.so"
 }
 
+/// A managed assembly file (its ReadyToRun code is mapped from it).
+fn is_managed_image(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".dll") || lower.ends_with(".exe")
+}
+
 /// The runtime version, from the directory libcoreclr.so is mapped from
 /// (`…/shared/Microsoft.NETCore.App/3.1.23/libcoreclr.so`).
 pub fn runtime_version(coreclr_path: &str) -> Option<String> {
-    let dir = std::path::Path::new(coreclr_path).parent()?.file_name()?.to_string_lossy().into_owned();
-    dir.chars().next().is_some_and(|c| c.is_ascii_digit()).then_some(dir)
+    let dir = std::path::Path::new(coreclr_path)
+        .parent()?
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
+    dir.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit())
+        .then_some(dir)
 }
 
 fn disabled_by_environment(pid: u32) -> Option<String> {
@@ -65,10 +78,15 @@ impl Runtime for DotNet {
         }
         let Some(coreclr) = spy::mapped_library(pid, is_coreclr) else {
             let exe = spy::exe_name(pid).unwrap_or_default();
-            return Err(AttachError::WrongRuntime(format!("{exe} does not map libcoreclr.so")));
+            return Err(AttachError::WrongRuntime(format!(
+                "{exe} does not map libcoreclr.so"
+            )));
         };
         let version = runtime_version(&coreclr);
-        if let Some(major) = version.as_deref().and_then(|v| v.split('.').next()?.parse::<u32>().ok()) {
+        if let Some(major) = version
+            .as_deref()
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        {
             if major < 3 {
                 return Err(AttachError::Unsupported(format!(
                     ".NET Core {} has no diagnostics server: .NET Core 3.0 or later is needed",
@@ -92,7 +110,12 @@ impl Runtime for DotNet {
         };
         let period_ns = 1_000_000_000 / i64::from(options.sample_rate.max(1));
         let reader = SessionReader::start(pid, socket, period_ns, options.wall_clock)?;
-        Ok(Box::new(DotNetProcessSpy { pid, version, reader, ended_seen: None }))
+        Ok(Box::new(DotNetProcessSpy {
+            pid,
+            version,
+            reader,
+            ended_seen: None,
+        }))
     }
 }
 
@@ -106,6 +129,8 @@ struct Shared {
     ended: Option<Result<End, String>>,
     stats: collector::CollectorStats,
     symbols: usize,
+    names: usize,
+    threads: usize,
 }
 
 /// The long-lived EventPipe session of one process, started and read by its own thread. No IPC
@@ -117,13 +142,19 @@ struct SessionReader {
 }
 
 impl SessionReader {
-    fn start(pid: u32, socket: PathBuf, period_ns: i64, wall_clock: bool) -> Result<SessionReader, AttachError> {
+    fn start(
+        pid: u32,
+        socket: PathBuf,
+        period_ns: i64,
+        wall_clock: bool,
+    ) -> Result<SessionReader, AttachError> {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (thread_shared, thread_socket) = (shared.clone(), socket.clone());
         std::thread::Builder::new()
             .name(format!("dotnet-{pid}"))
             .spawn(move || {
-                let result = read_session(pid, &thread_socket, period_ns, wall_clock, &thread_shared);
+                let result =
+                    read_session(pid, &thread_socket, period_ns, wall_clock, &thread_shared);
                 thread_shared.lock().expect("not poisoned").ended = Some(result);
             })
             .map_err(|e| AttachError::Other(format!("cannot start the reader thread: {e}")))?;
@@ -131,30 +162,60 @@ impl SessionReader {
     }
 }
 
-fn read_session(pid: u32, socket: &std::path::Path, period_ns: i64, wall_clock: bool, shared: &Arc<Mutex<Shared>>) -> Result<End, String> {
+fn read_session(
+    pid: u32,
+    socket: &std::path::Path,
+    period_ns: i64,
+    wall_clock: bool,
+    shared: &Arc<Mutex<Shared>>,
+) -> Result<End, String> {
     // The long session first: methods compiled from now on arrive in it (MethodLoadVerbose).
     let providers = [
-        Provider { name: events::SAMPLE_PROFILER, keywords: 0, level: events::LEVEL_VERBOSE },
-        Provider { name: events::RUNTIME, keywords: events::RUNTIME_KEYWORDS, level: events::LEVEL_VERBOSE },
+        Provider {
+            name: events::SAMPLE_PROFILER,
+            keywords: 0,
+            level: events::LEVEL_VERBOSE,
+        },
+        Provider {
+            name: events::RUNTIME,
+            keywords: events::RUNTIME_KEYWORDS,
+            level: events::LEVEL_VERBOSE,
+        },
     ];
-    let (stream, session) = ipc::collect_tracing(socket, BUFFER_MB, false, &providers).map_err(|e| match e {
-        IpcError::Permission(m) | IpcError::Denied(m) => format!("{m}: run pyroscope as the user of process {pid}, or as root"),
-        e => format!("starting an EventPipe session: {e}"),
-    })?;
+    let (stream, session) =
+        ipc::collect_tracing(socket, BUFFER_MB, false, &providers).map_err(|e| match e {
+            IpcError::Permission(m) | IpcError::Denied(m) => {
+                format!("{m}: run pyroscope as the user of process {pid}, or as root")
+            }
+            e => format!("starting an EventPipe session: {e}"),
+        })?;
     let read_half = stream.try_clone().map_err(|e| format!("socket: {e}"))?;
     // .NET 5+ describe themselves; 3.1 answers "unknown command" and /proc said it all.
     if let Some(info) = ipc::process_info(socket) {
-        log::debug!("process {pid}: {:?}, runtime {}", info.command_line, info.runtime_version.as_deref().unwrap_or("?"));
+        log::debug!(
+            "process {pid}: {:?}, runtime {}",
+            info.command_line,
+            info.runtime_version.as_deref().unwrap_or("?")
+        );
     }
     shared.lock().expect("not poisoned").session = Some((session, stream));
-    let mut collector = Collector::new(Weighting::Period { period_ns }, wall_clock);
+    let mut collector = Collector::new(Weighting::Period { period_ns }, wall_clock).with_images(
+        Box::new(move || spy::executable_mappings(pid, is_managed_image)),
+    );
     // Then one rundown: the methods that existed before the session started.
     if let Err(e) = rundown(socket, &mut collector) {
         log::warn!("process {pid}: the list of already compiled methods could not be read ({e}); their frames show as [unknown]");
     }
-    log::debug!("process {pid}: {} methods known after rundown", collector.symbols.len());
-    let mut publisher = Publisher { collector, shared: shared.clone() };
-    let result = Reader::new(std::io::BufReader::with_capacity(256 << 10, read_half)).run(&mut publisher);
+    log::debug!(
+        "process {pid}: {} methods known after rundown",
+        collector.symbols.len()
+    );
+    let mut publisher = Publisher {
+        collector,
+        shared: shared.clone(),
+    };
+    let result =
+        Reader::new(std::io::BufReader::with_capacity(256 << 10, read_half)).run(&mut publisher);
     publisher.collector.resolve_pending(true);
     publisher.publish();
     result.map_err(|e| e.to_string())
@@ -163,11 +224,20 @@ fn read_session(pid: u32, socket: &std::path::Path, period_ns: i64, wall_clock: 
 /// A short session with rundown only: start, stop, read the method and module events to the end.
 fn rundown(socket: &std::path::Path, collector: &mut Collector) -> Result<(), String> {
     // A provider that sends nothing (level 0 events only); the rundown comes with the stop.
-    let quiet = [Provider { name: events::RUNTIME, keywords: 0, level: 1 }];
-    let (stream, session) = ipc::collect_tracing(socket, 16, true, &quiet).map_err(|e| e.to_string())?;
+    let quiet = [Provider {
+        name: events::RUNTIME,
+        keywords: 0,
+        level: 1,
+    }];
+    let (stream, session) =
+        ipc::collect_tracing(socket, 16, true, &quiet).map_err(|e| e.to_string())?;
     ipc::stop_tracing(socket, session).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
-    Reader::new(std::io::BufReader::new(stream)).run(collector).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    Reader::new(std::io::BufReader::new(stream))
+        .run(collector)
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -183,6 +253,8 @@ impl Publisher {
         s.ready.append(&mut self.collector.ready);
         s.stats = self.collector.stats.clone();
         s.symbols = self.collector.symbols.len();
+        s.names = self.collector.symbols.names();
+        s.threads = self.collector.threads_tracked();
     }
 }
 
@@ -228,7 +300,11 @@ impl Spy for DotNetProcessSpy {
         }
     }
 
-    fn sample(&mut self, _pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
+    fn sample(
+        &mut self,
+        _pauser: Option<&mut dyn Pauser>,
+        out: &mut Vec<Stack>,
+    ) -> Result<(), SampleError> {
         let mut s = self.reader.shared.lock().expect("not poisoned");
         out.append(&mut s.ready);
         let Some(ended) = &s.ended else { return Ok(()) };
@@ -252,25 +328,32 @@ impl Drop for SessionReader {
     fn drop(&mut self) {
         let mut s = self.shared.lock().expect("not poisoned");
         log::debug!(
-            "dotnet session: {} samples ({} managed, {} external), {} stacks, {} of {} frames unresolved, {} methods",
+            "dotnet session: {} samples ({} managed, {} external), {} stacks, {} of {} frames unresolved, {} method events, \
+             {} ReadyToRun entry points; held at the end: {} code ranges, {} names, {} threads",
             s.stats.samples,
             s.stats.managed,
             s.stats.external,
             s.stats.stacks_emitted,
             s.stats.unresolved_frames,
             s.stats.frames,
-            s.symbols
+            s.stats.methods_loaded,
+            s.stats.entry_points,
+            s.symbols,
+            s.names,
+            s.threads
         );
         // Stop the runtime's sampling, then unblock the reader thread; off this thread, for the
         // reason given on SessionReader.
         if let Some((session, stream)) = s.session.take() {
             let socket = self.socket.clone();
-            let _ = std::thread::Builder::new().name("dotnet-stop".into()).spawn(move || {
-                if let Err(e) = ipc::stop_tracing(&socket, session) {
-                    log::debug!("StopTracing: {e}");
-                }
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-            });
+            let _ = std::thread::Builder::new()
+                .name("dotnet-stop".into())
+                .spawn(move || {
+                    if let Err(e) = ipc::stop_tracing(&socket, session) {
+                        log::debug!("StopTracing: {e}");
+                    }
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                });
         }
     }
 }

@@ -171,7 +171,10 @@ impl<R: Read> Source<R> {
     fn expect(&mut self, tag: u8, what: &'static str) -> Result<()> {
         let b = self.u8(what)?;
         if b != tag {
-            return Err(Error::Malformed(format!("expected tag {tag} in {what} at offset {}, found {b}", self.pos - 1)));
+            return Err(Error::Malformed(format!(
+                "expected tag {tag} in {what} at offset {}, found {b}",
+                self.pos - 1
+            )));
         }
         Ok(())
     }
@@ -217,7 +220,10 @@ impl<R: Read> Reader<R> {
                 Some(TAG_NULL_REFERENCE) => return Ok(End::Clean),
                 Some(TAG_BEGIN_PRIVATE_OBJECT) => self.read_object(handler)?,
                 Some(t) => {
-                    return Err(Error::Malformed(format!("unexpected tag {t} at offset {}", self.src.pos - 1)));
+                    return Err(Error::Malformed(format!(
+                        "unexpected tag {t} at offset {}",
+                        self.src.pos - 1
+                    )));
                 }
             }
         }
@@ -227,7 +233,9 @@ impl<R: Read> Reader<R> {
         let mut magic = [0u8; 8];
         self.src.fill(&mut magic, "the stream header")?;
         if &magic != b"Nettrace" {
-            return Err(Error::Malformed("not a nettrace stream (no \"Nettrace\" magic)".into()));
+            return Err(Error::Malformed(
+                "not a nettrace stream (no \"Nettrace\" magic)".into(),
+            ));
         }
         let len = self.src.i32("the stream header")?;
         if len == 0 {
@@ -243,20 +251,26 @@ impl<R: Read> Reader<R> {
         let mut name = [0u8; 20];
         self.src.fill(&mut name, "the stream header")?;
         if &name != b"!FastSerialization.1" {
-            return Err(Error::Unsupported(format!("serializer {:?}", String::from_utf8_lossy(&name))));
+            return Err(Error::Unsupported(format!(
+                "serializer {:?}",
+                String::from_utf8_lossy(&name)
+            )));
         }
         Ok(())
     }
 
     /// After BeginPrivateObject: the type, the payload, EndObject.
     fn read_object(&mut self, handler: &mut dyn Handler) -> Result<()> {
-        self.src.expect(TAG_BEGIN_PRIVATE_OBJECT, "an object type")?;
+        self.src
+            .expect(TAG_BEGIN_PRIVATE_OBJECT, "an object type")?;
         self.src.expect(TAG_NULL_REFERENCE, "an object type")?;
         let version = self.src.i32("an object type")?;
         let _min_reader = self.src.i32("an object type")?;
         let len = self.src.i32("an object type")?;
         if !(1..=64).contains(&len) {
-            return Err(Error::Malformed(format!("object type name of length {len}")));
+            return Err(Error::Malformed(format!(
+                "object type name of length {len}"
+            )));
         }
         let mut name = vec![0u8; len as usize];
         self.src.fill(&mut name, "an object type")?;
@@ -264,7 +278,9 @@ impl<R: Read> Reader<R> {
         match &name[..] {
             b"Trace" => {
                 if version < 3 {
-                    return Err(Error::Unsupported(format!("Trace object version {version} (NetPerf)")));
+                    return Err(Error::Unsupported(format!(
+                        "Trace object version {version} (NetPerf)"
+                    )));
                 }
                 self.read_trace_header()?;
                 handler.header(self.header.as_ref().expect("just read"));
@@ -342,12 +358,18 @@ impl<R: Read> Reader<R> {
         for i in 0..count {
             let size = c.u32()? as usize;
             let bytes = c.take(size)?;
-            if size % ptr != 0 {
+            if !size.is_multiple_of(ptr) {
                 return Err(Error::Malformed(format!("stack of {size} bytes")));
             }
             let ips = bytes
                 .chunks_exact(ptr)
-                .map(|b| if ptr == 8 { u64::from_le_bytes(b.try_into().expect("8")) } else { u32::from_le_bytes(b.try_into().expect("4")) as u64 })
+                .map(|b| {
+                    if ptr == 8 {
+                        u64::from_le_bytes(b.try_into().expect("8"))
+                    } else {
+                        u32::from_le_bytes(b.try_into().expect("4")) as u64
+                    }
+                })
                 .collect();
             self.stacks.insert(first.wrapping_add(i), ips);
             self.stats.stacks += 1;
@@ -361,7 +383,11 @@ impl<R: Read> Reader<R> {
         let mut c = Cursor::new(&self.block);
         let _timestamp = c.i64()?;
         let threads = c.u32()? as usize;
-        c.take(threads.checked_mul(12).ok_or_else(|| Error::Malformed("sequence point".into()))?)?;
+        c.take(
+            threads
+                .checked_mul(12)
+                .ok_or_else(|| Error::Malformed("sequence point".into()))?,
+        )?;
         self.stacks.clear();
         self.stats.sequence_points += 1;
         handler.sequence_point();
@@ -375,12 +401,19 @@ impl<R: Read> Reader<R> {
         result
     }
 
-    fn event_blobs(&mut self, block: &[u8], handler: &mut dyn Handler, is_metadata: bool) -> Result<()> {
+    fn event_blobs(
+        &mut self,
+        block: &[u8],
+        handler: &mut dyn Handler,
+        is_metadata: bool,
+    ) -> Result<()> {
         let mut c = Cursor::new(block);
         let header_size = c.u16()? as usize;
         let flags = c.u16()?;
         if header_size < 4 {
-            return Err(Error::Malformed(format!("event block header of {header_size} bytes")));
+            return Err(Error::Malformed(format!(
+                "event block header of {header_size} bytes"
+            )));
         }
         c.take(header_size - 4)?;
         let compressed = flags & 1 != 0;
@@ -403,7 +436,10 @@ impl<R: Read> Reader<R> {
             }
             self.stats.events += 1;
             let Some(metadata) = self.metadata.get(&h.metadata_id) else {
-                return Err(Error::Malformed(format!("event with unknown metadata id {}", h.metadata_id)));
+                return Err(Error::Malformed(format!(
+                    "event with unknown metadata id {}",
+                    h.metadata_id
+                )));
             };
             let stack: &[u64] = match h.stack_id {
                 0 => &[],
@@ -415,7 +451,13 @@ impl<R: Read> Reader<R> {
                     }
                 },
             };
-            handler.event(&Event { metadata, thread_id: h.thread_id, timestamp: h.timestamp, stack, payload });
+            handler.event(&Event {
+                metadata,
+                thread_id: h.thread_id,
+                timestamp: h.timestamp,
+                stack,
+                payload,
+            });
         }
         Ok(())
     }
@@ -433,7 +475,15 @@ impl<R: Read> Reader<R> {
             Some(m) => m.provider.clone(),
             None => provider.into(),
         };
-        self.metadata.insert(id, Metadata { provider, event_id, event_name, version });
+        self.metadata.insert(
+            id,
+            Metadata {
+                provider,
+                event_id,
+                event_name,
+                version,
+            },
+        );
         self.stats.metadata += 1;
         Ok(())
     }
@@ -520,7 +570,11 @@ impl<'a> Cursor<'a> {
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(Error::Malformed(format!("{n} bytes wanted at {} of a {}-byte record", self.pos, self.buf.len())));
+            return Err(Error::Malformed(format!(
+                "{n} bytes wanted at {} of a {}-byte record",
+                self.pos,
+                self.buf.len()
+            )));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;

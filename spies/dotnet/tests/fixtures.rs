@@ -18,8 +18,14 @@ struct Census {
 
 impl Handler for Census {
     fn event(&mut self, e: &Event<'_>) {
-        *self.by_event.entry((e.metadata.provider.to_string(), e.metadata.event_id)).or_default() += 1;
-        if e.metadata.event_id == 0 && e.metadata.provider.ends_with("SampleProfiler") && !e.stack.is_empty() {
+        *self
+            .by_event
+            .entry((e.metadata.provider.to_string(), e.metadata.event_id))
+            .or_default() += 1;
+        if e.metadata.event_id == 0
+            && e.metadata.provider.ends_with("SampleProfiler")
+            && !e.stack.is_empty()
+        {
             self.samples_with_stack += 1;
         }
     }
@@ -33,7 +39,7 @@ fn census(name: &str) -> (Census, spy_dotnet::nettrace::Stats, End) {
     let mut r = Reader::new(&bytes[..]);
     let mut c = Census::default();
     let end = r.run(&mut c).unwrap();
-    assert_eq!(r.header().unwrap().process_id > 0, true);
+    assert!(r.header().unwrap().process_id > 0);
     (c, r.stats.clone(), end)
 }
 
@@ -52,7 +58,8 @@ fn collect(name: &str, include_external: bool) -> Collector {
 fn leaves(c: &Collector) -> HashMap<String, u64> {
     let mut m = HashMap::new();
     for s in &c.ready {
-        *m.entry(s.frames.last().unwrap().function.clone()).or_default() += 1;
+        *m.entry(s.frames.last().unwrap().function.clone())
+            .or_default() += 1;
     }
     m
 }
@@ -61,9 +68,18 @@ fn leaves(c: &Collector) -> HashMap<String, u64> {
 fn t31_event_counts() {
     let (c, stats, end) = census("t31.nettrace");
     assert_eq!(end, End::Clean);
-    assert_eq!(c.by_event[&("Microsoft-DotNETCore-SampleProfiler".into(), 0)], 5100);
-    assert_eq!(c.by_event[&("Microsoft-Windows-DotNETRuntimeRundown".into(), 144)], 296);
-    assert_eq!(stats.missing_stacks, 0, "every stack id resolves within its sequence-point window");
+    assert_eq!(
+        c.by_event[&("Microsoft-DotNETCore-SampleProfiler".into(), 0)],
+        5100
+    );
+    assert_eq!(
+        c.by_event[&("Microsoft-Windows-DotNETRuntimeRundown".into(), 144)],
+        296
+    );
+    assert_eq!(
+        stats.missing_stacks, 0,
+        "every stack id resolves within its sequence-point window"
+    );
     assert_eq!(c.samples_with_stack, 5100);
     assert_eq!(c.sequence_points, 1);
 }
@@ -78,9 +94,17 @@ fn t31_names_and_split() {
     assert_eq!(l["BurnDemo.Worker.Slow"], 2650);
     assert_eq!(l["BurnDemo.Worker.Fast"], 750);
     assert_eq!(l["System.Threading.Thread.Sleep"], 1700);
-    let s = all.ready.iter().find(|s| s.frames.last().unwrap().function == "BurnDemo.Worker.Slow").unwrap();
+    let s = all
+        .ready
+        .iter()
+        .find(|s| s.frames.last().unwrap().function == "BurnDemo.Worker.Slow")
+        .unwrap();
     let names: Vec<&str> = s.frames.iter().map(|f| f.function.as_str()).collect();
-    assert_eq!(names.first(), Some(&"System.Threading.ThreadHelper.ThreadStart"), "root first: {names:?}");
+    assert_eq!(
+        names.first(),
+        Some(&"System.Threading.ThreadHelper.ThreadStart"),
+        "root first: {names:?}"
+    );
     assert_eq!(names[names.len() - 2], "BurnDemo.Worker.Loop");
     assert_eq!(s.frames.last().unwrap().file, "burn.dll");
 }
@@ -112,14 +136,28 @@ fn without_rundown_frames_are_unknown_but_kept() {
     let samples = census.by_event[&("Microsoft-DotNETCore-SampleProfiler".into(), 0)];
     let c = collect("t31-norundown.nettrace", true);
     assert_eq!(c.stats.samples, samples);
-    assert_eq!(c.ready.len() as u64, samples, "every sample with a stack is kept");
+    assert_eq!(
+        c.ready.len() as u64,
+        samples,
+        "every sample with a stack is kept"
+    );
     assert!(c.stats.unresolved_frames > 0);
-    assert_eq!(c.stats.unresolved_frames, c.stats.frames - resolved_frames(&c));
-    assert!(c.ready.iter().any(|s| s.frames.iter().any(|f| f.function == "[unknown]")));
+    assert_eq!(
+        c.stats.unresolved_frames,
+        c.stats.frames - resolved_frames(&c)
+    );
+    assert!(c
+        .ready
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f.function == "[unknown]")));
 }
 
 fn resolved_frames(c: &Collector) -> u64 {
-    c.ready.iter().flat_map(|s| &s.frames).filter(|f| f.function != "[unknown]").count() as u64
+    c.ready
+        .iter()
+        .flat_map(|s| &s.frames)
+        .filter(|f| f.function != "[unknown]")
+        .count() as u64
 }
 
 /// Methods compiled after the session started are named from the live MethodLoadVerbose events.
@@ -133,8 +171,14 @@ fn methods_compiled_during_the_session_get_names() {
     Reader::new(&bytes[..]).run(&mut c).unwrap();
     c.resolve_pending(true);
     let l = leaves(&c);
-    assert!(l.get("BurnDemo.Worker.Slow").copied().unwrap_or(0) > 100, "{l:?}");
-    assert!(l.get("BurnDemo.Worker.Fast").copied().unwrap_or(0) > 20, "{l:?}");
+    assert!(
+        l.get("BurnDemo.Worker.Slow").copied().unwrap_or(0) > 100,
+        "{l:?}"
+    );
+    assert!(
+        l.get("BurnDemo.Worker.Fast").copied().unwrap_or(0) > 20,
+        "{l:?}"
+    );
 }
 
 #[test]
@@ -158,9 +202,14 @@ fn a_stream_cut_anywhere_is_an_error_not_a_panic() {
         }
     }
     let mut c = Census::default();
-    let err = Reader::new(&bytes[..bytes.len() / 2]).run(&mut c).unwrap_err();
+    let err = Reader::new(&bytes[..bytes.len() / 2])
+        .run(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("cut off"), "{err}");
-    assert!(c.by_event.values().sum::<u64>() > 0, "events before the cut are delivered");
+    assert!(
+        c.by_event.values().sum::<u64>() > 0,
+        "events before the cut are delivered"
+    );
 }
 
 #[test]
@@ -169,10 +218,17 @@ fn a_v6_stream_is_recognised_and_refused() {
     v6.extend_from_slice(&0u32.to_le_bytes());
     v6.extend_from_slice(&6u32.to_le_bytes());
     v6.extend_from_slice(&0u32.to_le_bytes());
-    let err = Reader::new(&v6[..]).run(&mut Census::default()).unwrap_err();
-    assert!(matches!(err, spy_dotnet::nettrace::Error::Unsupported(_)), "{err}");
+    let err = Reader::new(&v6[..])
+        .run(&mut Census::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, spy_dotnet::nettrace::Error::Unsupported(_)),
+        "{err}"
+    );
     assert!(err.to_string().contains("V6"), "{err}");
-    let err = Reader::new(&b"NotATrace"[..]).run(&mut Census::default()).unwrap_err();
+    let err = Reader::new(&b"NotATrace"[..])
+        .run(&mut Census::default())
+        .unwrap_err();
     assert!(err.to_string().contains("not a nettrace stream"), "{err}");
 }
 
@@ -199,7 +255,8 @@ fn weighting_follows_the_agent_period() {
 /// from the shared fixtures when they are there (they may not be copied into this project).
 #[test]
 fn dotnet5_third_party_traces_when_present() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/dotnet/third-party");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/dotnet/third-party");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         eprintln!("skipped: {} is not there", dir.display());
         return;
@@ -213,7 +270,11 @@ fn dotnet5_third_party_traces_when_present() {
         c.resolve_pending(true);
         let resolved = resolved_frames(&c) as f64 / c.stats.frames.max(1) as f64;
         assert!(c.stats.samples > 1000, "{:?}: {:?}", e.path(), c.stats);
-        assert!(resolved > 0.85, "{:?}: {resolved} of frames resolved", e.path());
+        assert!(
+            resolved > 0.85,
+            "{:?}: {resolved} of frames resolved",
+            e.path()
+        );
         seen += 1;
     }
     assert_eq!(seen, 2);
@@ -254,7 +315,7 @@ mod synth {
         pub fn block(&mut self, name: &str, body: &[u8]) {
             self.begin(name, 2);
             self.i32(body.len() as i32);
-            while self.0.len() % 4 != 0 {
+            while !self.0.len().is_multiple_of(4) {
                 self.0.push(0);
             }
             self.0.extend_from_slice(body);
@@ -266,7 +327,10 @@ mod synth {
     }
 
     fn utf16z(s: &str) -> Vec<u8> {
-        s.encode_utf16().chain([0]).flat_map(|u| u.to_le_bytes()).collect()
+        s.encode_utf16()
+            .chain([0])
+            .flat_map(|u| u.to_le_bytes())
+            .collect()
     }
 
     /// Event-block body: header (compressed) + blobs (metadata id, thread, stack, ts, payload).
@@ -276,7 +340,13 @@ mod synth {
         let mut ts = 0;
         for (meta, tid, stack, at, payload) in blobs {
             b.push(1 | 4 | 8 | 128);
-            for v in [u64::from(*meta), *tid, u64::from(*stack), at - ts, payload.len() as u64] {
+            for v in [
+                u64::from(*meta),
+                *tid,
+                u64::from(*stack),
+                at - ts,
+                payload.len() as u64,
+            ] {
                 varint(&mut b, v);
             }
             ts = *at;
@@ -330,12 +400,18 @@ fn stack_ids_are_scoped_to_sequence_point_windows() {
     let managed = 2u32.to_le_bytes().to_vec();
     let mut w = W::new();
     w.trace();
-    w.block("MetadataBlock", &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]));
+    w.block(
+        "MetadataBlock",
+        &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
+    );
     w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
     w.block("EventBlock", &events(&[(1, 7, 1, 10, managed.clone())]));
     w.block("SPBlock", &sequence_point());
     w.block("StackBlock", &stacks(1, &[&[0xB1, 0xB0]]));
-    w.block("EventBlock", &events(&[(1, 7, 1, 20, managed.clone()), (1, 7, 2, 30, managed)]));
+    w.block(
+        "EventBlock",
+        &events(&[(1, 7, 1, 20, managed.clone()), (1, 7, 2, 30, managed)]),
+    );
     w.end();
 
     #[derive(Default)]
@@ -349,7 +425,10 @@ fn stack_ids_are_scoped_to_sequence_point_windows() {
     let mut r = Reader::new(&w.0[..]);
     assert_eq!(r.run(&mut got).unwrap(), End::Clean);
     assert_eq!(got.0, vec![vec![0xA1, 0xA0], vec![0xB1, 0xB0], vec![]]);
-    assert_eq!(r.stats.missing_stacks, 1, "stack 2 does not exist in the second window");
+    assert_eq!(
+        r.stats.missing_stacks, 1,
+        "stack 2 does not exist in the second window"
+    );
     assert_eq!(r.stats.sequence_points, 1);
 }
 
@@ -361,10 +440,15 @@ fn threads_that_ended_are_forgotten() {
     let managed = 2u32.to_le_bytes().to_vec();
     let mut w = W::new();
     w.trace();
-    w.block("MetadataBlock", &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]));
+    w.block(
+        "MetadataBlock",
+        &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
+    );
     w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
     // 3000 threads, each sampled once, one every 10 ms: 30 s of trace, 100 events per block.
-    let blobs: Vec<_> = (0..3000u64).map(|i| (1, 1000 + i, 1, 10 + i * 10_000_000, managed.clone())).collect();
+    let blobs: Vec<_> = (0..3000u64)
+        .map(|i| (1, 1000 + i, 1, 10 + i * 10_000_000, managed.clone()))
+        .collect();
     for chunk in blobs.chunks(100) {
         w.block("EventBlock", &events(chunk));
     }
@@ -374,7 +458,48 @@ fn threads_that_ended_are_forgotten() {
     c.resolve_pending(true);
     assert_eq!(c.stats.stacks_emitted, 3000);
     // At most 2 s of threads plus one block and one pruning period: ~ 200 + 100 + 200.
-    assert!(c.threads_tracked() <= 500, "{} threads remembered", c.threads_tracked());
+    assert!(
+        c.threads_tracked() <= 500,
+        "{} threads remembered",
+        c.threads_tracked()
+    );
+}
+
+/// Work done on threads that each live for less than a period is still counted, in proportion:
+/// 1000 threads with 1 ms of managed time each, at 100 Hz (10 ms periods), give about 100
+/// stacks, not none.
+#[test]
+fn threads_shorter_than_a_period_still_count() {
+    use synth::*;
+    let managed = 2u32.to_le_bytes().to_vec();
+    let mut w = W::new();
+    w.trace();
+    w.block(
+        "MetadataBlock",
+        &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
+    );
+    w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
+    let blobs: Vec<_> = (0..1000u64)
+        .map(|i| (1, 1000 + i, 1, 10 + i * 3_000_000, managed.clone()))
+        .collect();
+    for chunk in blobs.chunks(100) {
+        w.block("EventBlock", &events(chunk));
+    }
+    w.end();
+    let mut c = Collector::new(
+        Weighting::Period {
+            period_ns: 10_000_000,
+        },
+        false,
+    );
+    assert_eq!(Reader::new(&w.0[..]).run(&mut c).unwrap(), End::Clean);
+    c.resolve_pending(true);
+    // Binomial(1000, 0.1): mean 100, standard deviation 9.5.
+    assert!(
+        (70..=130).contains(&c.stats.stacks_emitted),
+        "{} stacks",
+        c.stats.stacks_emitted
+    );
 }
 
 /// Every input of the fuzz corpus (spies/dotnet/fuzz, grown by `cargo fuzz run nettrace`, with
@@ -385,8 +510,15 @@ fn the_fuzz_corpus_never_panics() {
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         // (A fuzzer running meanwhile replaces files.)
-        let Ok(bytes) = std::fs::read(e.path()) else { continue };
-        let mut c = Collector::new(Weighting::Period { period_ns: 10_000_000 }, true);
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let mut c = Collector::new(
+            Weighting::Period {
+                period_ns: 10_000_000,
+            },
+            true,
+        );
         let _ = Reader::new(&bytes[..]).run(&mut c);
         c.resolve_pending(true);
         n += 1;

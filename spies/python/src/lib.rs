@@ -13,7 +13,9 @@ mod tids;
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy};
-use spy::{AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates};
+use spy::{
+    AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates,
+};
 
 /// The Python runtime: detection and attaching.
 pub struct Python;
@@ -23,7 +25,9 @@ pub const SPY_NAME: &str = "pyspy";
 /// Whether an executable basename names a CPython interpreter (`python`, `python3`,
 /// `python3.11`, `python2.7`, `python3.13d`, ...).
 pub fn is_python_exe(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("python") else { return false };
+    let Some(rest) = name.strip_prefix("python") else {
+        return false;
+    };
     let rest = rest.trim_end_matches(['d', 'm', 'u']);
     rest.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
@@ -43,7 +47,8 @@ impl Runtime for Python {
     }
 
     fn detect(&self, pid: u32) -> bool {
-        spy::exe_name(pid).is_some_and(|n| is_python_exe(&n)) || spy::maps_library(pid, is_libpython)
+        spy::exe_name(pid).is_some_and(|n| is_python_exe(&n))
+            || spy::maps_library(pid, is_libpython)
     }
 
     fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
@@ -109,8 +114,16 @@ struct PythonProcessSpy {
 
 /// Reads thread stacks (only the GIL holder's with `gil_only`); `locked` when the caller has
 /// paused the process.
-fn read_traces(inner: &mut PythonSpy, locked: bool, gil_only: bool) -> anyhow::Result<Vec<py_spy::StackTrace>> {
-    inner.config.blocking = if locked { LockingStrategy::AlreadyLocked } else { LockingStrategy::NonBlocking };
+fn read_traces(
+    inner: &mut PythonSpy,
+    locked: bool,
+    gil_only: bool,
+) -> anyhow::Result<Vec<py_spy::StackTrace>> {
+    inner.config.blocking = if locked {
+        LockingStrategy::AlreadyLocked
+    } else {
+        LockingStrategy::NonBlocking
+    };
     inner.config.gil_only = gil_only;
     inner.get_stack_traces()
 }
@@ -128,7 +141,11 @@ impl Spy for PythonProcessSpy {
         format!("CPython {}", self.version)
     }
 
-    fn sample(&mut self, pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
+    fn sample(
+        &mut self,
+        pauser: Option<&mut dyn Pauser>,
+        out: &mut Vec<Stack>,
+    ) -> Result<(), SampleError> {
         // Thread states first (a paused thread always looks idle). They also decide how much
         // memory must be read: a CPU profile only wants the threads that are running.
         let activity = self.states.read().map_err(|_| SampleError::Gone)?;
@@ -148,7 +165,9 @@ impl Spy for PythonProcessSpy {
                 let traces = read_traces(inner, locked, true)?;
                 let hit = traces.len() == 1 && {
                     let t = &traces[0];
-                    t.os_thread_id.map(|t| t as u32).or_else(|| tids.lookup(&inner.process, t.thread_id, activity))
+                    t.os_thread_id
+                        .map(|t| t as u32)
+                        .or_else(|| tids.lookup(&inner.process, t.thread_id, activity))
                         == Some(only_running)
                 };
                 fast_hit = Some(hit);
@@ -161,7 +180,8 @@ impl Spy for PythonProcessSpy {
         let traces = match pauser {
             Some(p) => {
                 let mut result = None;
-                p.paused(pid, &mut || result = Some(read(true))).map_err(SampleError::Other)?;
+                p.paused(pid, &mut || result = Some(read(true)))
+                    .map_err(SampleError::Other)?;
                 result.unwrap_or_else(|| Err(anyhow::anyhow!("process could not be paused")))
             }
             None => read(false),
@@ -178,10 +198,10 @@ impl Spy for PythonProcessSpy {
             }
         })?;
         for trace in traces {
-            let tid = trace
-                .os_thread_id
-                .map(|t| t as u32)
-                .or_else(|| self.tids.lookup(&self.inner.process, trace.thread_id, activity));
+            let tid = trace.os_thread_id.map(|t| t as u32).or_else(|| {
+                self.tids
+                    .lookup(&self.inner.process, trace.thread_id, activity)
+            });
             let on_cpu = match tid.and_then(|t| activity.get(&t)) {
                 Some(&running) => running && !looks_idle(&trace),
                 // Unknown thread: trust py-spy's own judgement (its idle heuristic).
@@ -200,7 +220,10 @@ impl Spy for PythonProcessSpy {
                     line: f.line.max(0) as u32,
                 })
                 .collect();
-            out.push(Stack { thread_id: tid.map(u64::from).unwrap_or(trace.thread_id), frames });
+            out.push(Stack {
+                thread_id: tid.map(u64::from).unwrap_or(trace.thread_id),
+                frames,
+            });
         }
         Ok(())
     }
@@ -234,7 +257,9 @@ impl GilFastPath {
 /// py-spy's heuristic for threads that are "running" in the OS's eyes but only waiting in a
 /// well-known poll/wait call (same rules as `PythonSpy::_heuristic_is_thread_idle`).
 fn looks_idle(trace: &py_spy::StackTrace) -> bool {
-    let Some(frame) = trace.frames.first() else { return false };
+    let Some(frame) = trace.frames.first() else {
+        return false;
+    };
     (frame.name == "wait" && frame.filename.ends_with("threading.py"))
         || (frame.name == "select" && frame.filename.ends_with("selectors.py"))
         || (frame.name == "poll"
@@ -250,10 +275,24 @@ mod tests {
 
     #[test]
     fn python_exe_names() {
-        for yes in ["python", "python3", "python3.11", "python2.7", "python3.13d", "python3.7m"] {
+        for yes in [
+            "python",
+            "python3",
+            "python3.11",
+            "python2.7",
+            "python3.13d",
+            "python3.7m",
+        ] {
             assert!(is_python_exe(yes), "{yes}");
         }
-        for no in ["pythonw.exe", "ruby", "python-config", "ipython", "bash", "python3.11-config"] {
+        for no in [
+            "pythonw.exe",
+            "ruby",
+            "python-config",
+            "ipython",
+            "bash",
+            "python3.11-config",
+        ] {
             assert!(!is_python_exe(no), "{no}");
         }
         assert!(is_libpython("libpython3.11.so.1.0"));

@@ -23,7 +23,12 @@ pub struct TidMap {
 
 impl TidMap {
     /// The OS tid of the thread whose `pthread_t` is `pthread`, if it can be read.
-    pub fn lookup<P: ProcessMemory>(&mut self, mem: &P, pthread: u64, live: &ThreadActivity) -> Option<u32> {
+    pub fn lookup<P: ProcessMemory>(
+        &mut self,
+        mem: &P,
+        pthread: u64,
+        live: &ThreadActivity,
+    ) -> Option<u32> {
         if let Some(&tid) = self.cache.get(&pthread) {
             if live.contains_key(&tid) {
                 return Some(tid);
@@ -83,8 +88,13 @@ mod tests {
 
     impl ProcessMemory for Mem {
         fn read(&self, addr: usize, buf: &mut [u8]) -> Result<(), remoteprocess::Error> {
-            let start = addr.checked_sub(self.base).ok_or_else(|| remoteprocess::Error::Other("oob".into()))?;
-            let src = self.bytes.get(start..start + buf.len()).ok_or_else(|| remoteprocess::Error::Other("oob".into()))?;
+            let start = addr
+                .checked_sub(self.base)
+                .ok_or_else(|| remoteprocess::Error::Other("oob".into()))?;
+            let src = self
+                .bytes
+                .get(start..start + buf.len())
+                .ok_or_else(|| remoteprocess::Error::Other("oob".into()))?;
             buf.copy_from_slice(src);
             Ok(())
         }
@@ -94,7 +104,10 @@ mod tests {
     fn finds_tid_at_glibc_offset_and_caches() {
         let mut bytes = vec![0u8; 0x1000];
         bytes[0x2d0..0x2d4].copy_from_slice(&4242u32.to_ne_bytes());
-        let mem = Mem { base: 0x10000, bytes };
+        let mem = Mem {
+            base: 0x10000,
+            bytes,
+        };
         let live: ThreadActivity = [(4242, true), (4243, false)].into_iter().collect();
         let mut map = TidMap::default();
         assert_eq!(map.lookup(&mem, 0x10000, &live), Some(4242));
@@ -108,7 +121,10 @@ mod tests {
     fn finds_other_libc_offsets() {
         let mut bytes = vec![0u8; 0x1000];
         bytes[0x30..0x34].copy_from_slice(&777u32.to_ne_bytes());
-        let mem = Mem { base: 0x2000, bytes };
+        let mem = Mem {
+            base: 0x2000,
+            bytes,
+        };
         let live: ThreadActivity = [(777, true)].into_iter().collect();
         let mut map = TidMap::default();
         assert_eq!(map.lookup(&mem, 0x2000, &live), Some(777));

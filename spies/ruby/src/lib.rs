@@ -16,7 +16,9 @@
 mod version;
 
 use rbspy::RubySpy;
-use spy::{AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates};
+use spy::{
+    AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates,
+};
 
 pub const SPY_NAME: &str = "rbspy";
 
@@ -24,7 +26,9 @@ pub struct Ruby;
 
 /// Whether an executable basename names an MRI interpreter (`ruby`, `ruby3.1`, `ruby2.7`).
 pub fn is_ruby_exe(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("ruby") else { return false };
+    let Some(rest) = name.strip_prefix("ruby") else {
+        return false;
+    };
     rest.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
@@ -52,7 +56,9 @@ impl Runtime for Ruby {
         }
         if !self.detect(pid) {
             let exe = spy::exe_name(pid).unwrap_or_default();
-            return Err(AttachError::WrongRuntime(format!("{exe} neither is ruby nor maps libruby")));
+            return Err(AttachError::WrongRuntime(format!(
+                "{exe} neither is ruby nor maps libruby"
+            )));
         }
         // Fails (not ready) until libruby, or a static ruby's own symbols, can be read.
         let running = version::read(pid).map_err(AttachError::NotReady)?;
@@ -82,7 +88,13 @@ impl Runtime for Ruby {
                  the nearest known release of the same minor version (its first stacks are checked)"
             );
         }
-        let unverified = forced.map(|known| Unverified { running: running.clone(), known, sane: 0, inconclusive: 0, failed: 0 });
+        let unverified = forced.map(|known| Unverified {
+            running: running.clone(),
+            known,
+            sane: 0,
+            inconclusive: 0,
+            failed: 0,
+        });
         Ok(Box::new(RubyProcessSpy {
             pid,
             inner,
@@ -95,7 +107,9 @@ impl Runtime for Ruby {
 }
 
 fn cwd_of(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/cwd")).ok().map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 struct RubyProcessSpy {
@@ -131,10 +145,16 @@ fn looks_sane(trace: &rbspy::StackTrace) -> Result<bool, String> {
     let printable = |s: &str| !s.is_empty() && s.len() < 4096 && s.chars().all(|c| !c.is_control());
     for f in &trace.trace {
         if !printable(&f.name) || !printable(&f.relative_path) {
-            return Err(format!("unreadable frame {:?} in {:?}", f.name, f.relative_path));
+            return Err(format!(
+                "unreadable frame {:?} in {:?}",
+                f.name, f.relative_path
+            ));
         }
     }
-    Ok(trace.trace.iter().any(|f| f.relative_path.ends_with(".rb") || f.name == "<main>"))
+    Ok(trace
+        .trace
+        .iter()
+        .any(|f| f.relative_path.ends_with(".rb") || f.name == "<main>"))
 }
 
 /// Stacks with no Ruby code at all after which a fallback layout is given up.
@@ -156,7 +176,11 @@ impl Spy for RubyProcessSpy {
         }
     }
 
-    fn sample(&mut self, pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError> {
+    fn sample(
+        &mut self,
+        pauser: Option<&mut dyn Pauser>,
+        out: &mut Vec<Stack>,
+    ) -> Result<(), SampleError> {
         // Thread states first (a paused thread always looks idle): nothing running, nothing to read.
         let activity = self.states.read().map_err(|_| SampleError::Gone)?;
         if !activity.values().any(|&running| running) {
@@ -166,7 +190,8 @@ impl Spy for RubyProcessSpy {
         let result = match pauser {
             Some(p) => {
                 let mut result = None;
-                p.paused(pid, &mut || result = Some(inner.get_stack_trace(false))).map_err(SampleError::Other)?;
+                p.paused(pid, &mut || result = Some(inner.get_stack_trace(false)))
+                    .map_err(SampleError::Other)?;
                 result.unwrap_or_else(|| Err(anyhow::anyhow!("process could not be paused")))
             }
             None => inner.get_stack_trace(false),
@@ -175,7 +200,9 @@ impl Spy for RubyProcessSpy {
             Ok(Some(trace)) if !trace.trace.is_empty() => trace,
             Ok(_) => return Ok(()),
             Err(e) => {
-                if matches!(e.downcast_ref(), Some(rbspy::MemoryCopyError::ProcessEnded)) || !spy::process_alive(pid) {
+                if matches!(e.downcast_ref(), Some(rbspy::MemoryCopyError::ProcessEnded))
+                    || !spy::process_alive(pid)
+                {
                     return Err(SampleError::Gone);
                 }
                 if let Some(u) = &mut self.unverified {
@@ -213,7 +240,12 @@ impl Spy for RubyProcessSpy {
             }
             u.sane += 1;
             if u.sane >= SANE_STACKS_NEEDED {
-                log::info!("process {}: Ruby {}'s layout reads Ruby {} correctly", self.pid, u.known, u.running);
+                log::info!(
+                    "process {}: Ruby {}'s layout reads Ruby {} correctly",
+                    self.pid,
+                    u.known,
+                    u.running
+                );
                 self.unverified = None;
             }
         }
@@ -236,7 +268,10 @@ fn convert(trace: &rbspy::StackTrace, cwd: Option<&str>) -> Stack {
             line: f.lineno.unwrap_or(0) as u32,
         })
         .collect();
-    Stack { thread_id: trace.thread_id.unwrap_or(0) as u64, frames }
+    Stack {
+        thread_id: trace.thread_id.unwrap_or(0) as u64,
+        frames,
+    }
 }
 
 pub fn shorten(path: &str, cwd: Option<&str>) -> String {
@@ -278,8 +313,14 @@ mod tests {
 
     #[test]
     fn paths_are_shortened() {
-        assert_eq!(shorten("/srv/app/lib/work.rb", Some("/srv/app")), "lib/work.rb");
-        assert_eq!(shorten("/usr/lib/ruby/gems/3.1.0/gems/rack-2.2/lib/rack.rb", None), "gems/3.1.0/gems/rack-2.2/lib/rack.rb");
+        assert_eq!(
+            shorten("/srv/app/lib/work.rb", Some("/srv/app")),
+            "lib/work.rb"
+        );
+        assert_eq!(
+            shorten("/usr/lib/ruby/gems/3.1.0/gems/rack-2.2/lib/rack.rb", None),
+            "gems/3.1.0/gems/rack-2.2/lib/rack.rb"
+        );
         assert_eq!(shorten("/usr/lib/ruby/3.1.0/set.rb", None), "set.rb");
         assert_eq!(shorten("-e", Some("/")), "-e");
     }

@@ -53,7 +53,11 @@ pub trait Spy {
     /// Takes one sample: pushes one [`Stack`] per thread that is on CPU (idle threads are left
     /// out). With `pauser`, the process is stopped while its memory is read (thread states must
     /// then be read before the pause: a paused thread always looks idle).
-    fn sample(&mut self, pauser: Option<&mut dyn Pauser>, out: &mut Vec<Stack>) -> Result<(), SampleError>;
+    fn sample(
+        &mut self,
+        pauser: Option<&mut dyn Pauser>,
+        out: &mut Vec<Stack>,
+    ) -> Result<(), SampleError>;
 }
 
 /// Why a sample could not be taken.
@@ -168,7 +172,13 @@ struct ThreadFiles {
 
 impl ThreadStates {
     pub fn new(pid: u32) -> Self {
-        ThreadStates { pid, dir: None, threads: HashMap::new(), buf: vec![0; 1024], activity: HashMap::new() }
+        ThreadStates {
+            pid,
+            dir: None,
+            threads: HashMap::new(),
+            buf: vec![0; 1024],
+            activity: HashMap::new(),
+        }
     }
 
     /// Current state of every thread; an error means the process is gone.
@@ -180,20 +190,36 @@ impl ThreadStates {
         for tid in tids {
             if !self.threads.contains_key(&tid) {
                 let base = format!("/proc/{}/task/{tid}", self.pid);
-                let Ok(stat) = std::fs::File::open(format!("{base}/stat")) else { continue };
+                let Ok(stat) = std::fs::File::open(format!("{base}/stat")) else {
+                    continue;
+                };
                 let schedstat = std::fs::File::open(format!("{base}/schedstat")).ok();
-                self.threads.insert(tid, ThreadFiles { stat, schedstat, cpu_ns: None });
+                self.threads.insert(
+                    tid,
+                    ThreadFiles {
+                        stat,
+                        schedstat,
+                        cpu_ns: None,
+                    },
+                );
             }
             let files = self.threads.get_mut(&tid).expect("inserted");
             let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
                 self.threads.remove(&tid);
                 continue;
             };
-            let Some(runnable) = parse_running(&self.buf[..n]) else { continue };
+            let Some(runnable) = parse_running(&self.buf[..n]) else {
+                continue;
+            };
             // CPU time so far (first field of schedstat, ns); None where the kernel lacks it.
             let cpu_ns = files.schedstat.as_ref().and_then(|f| {
                 let n = f.read_at(&mut self.buf, 0).ok()?;
-                std::str::from_utf8(&self.buf[..n]).ok()?.split_whitespace().next()?.parse::<u64>().ok()
+                std::str::from_utf8(&self.buf[..n])
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
             });
             let ran = match (files.cpu_ns, cpu_ns) {
                 (Some(before), Some(now)) => now > before,
@@ -203,7 +229,10 @@ impl ThreadStates {
             self.activity.insert(tid, runnable && ran);
         }
         if self.activity.is_empty() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no threads"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no threads",
+            ));
         }
         Ok(&self.activity)
     }
@@ -234,14 +263,20 @@ impl ThreadStates {
                 let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
                 let name = &buf[off + 19..off + reclen];
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                if let Some(tid) = std::str::from_utf8(&name[..end]).ok().and_then(|s| s.parse().ok()) {
+                if let Some(tid) = std::str::from_utf8(&name[..end])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                {
                     tids.push(tid);
                 }
                 off += reclen;
             }
         }
         if tids.is_empty() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "process exited"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "process exited",
+            ));
         }
         Ok(tids)
     }
@@ -255,8 +290,12 @@ fn parse_running(stat: &[u8]) -> Option<bool> {
 
 /// Whether `pid` exists and has not exited (a zombie, `Z`/`X` in its stat, has exited).
 pub fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else { return false };
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
     !matches!(stat.get(close + 2), Some(b'Z') | Some(b'X') | None)
 }
 
@@ -282,9 +321,46 @@ pub fn mapped_library(pid: u32, pred: impl Fn(&str) -> bool) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The executable mappings of files whose basename satisfies `pred`: (start, end, basename).
+pub fn executable_mappings(pid: u32, pred: impl Fn(&str) -> bool) -> Vec<(u64, u64, String)> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    maps.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            let path = f.nth(3)?;
+            let base = path.rsplit('/').next()?;
+            if !perms.contains('x') || !pred(base) {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+                base.to_string(),
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_executable_mappings() {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap().to_string();
+        let maps = executable_mappings(std::process::id(), |b| b == name);
+        assert!(!maps.is_empty());
+        let here = own_executable_mappings as usize as u64;
+        assert!(
+            maps.iter().any(|&(a, b, _)| (a..b).contains(&here)),
+            "{maps:x?} {here:#x}"
+        );
+    }
 
     #[test]
     fn thread_states_are_reread_in_place() {
@@ -302,10 +378,17 @@ mod tests {
         let tid = tid_rx.recv().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let act = states.read().unwrap().clone();
-        assert_eq!(act.get(&tid), Some(&false), "a new, blocked thread is picked up as idle: {act:?}");
+        assert_eq!(
+            act.get(&tid),
+            Some(&false),
+            "a new, blocked thread is picked up as idle: {act:?}"
+        );
         go_tx.send(()).unwrap();
         t.join().unwrap();
-        assert!(!states.read().unwrap().contains_key(&tid), "an exited thread is dropped");
+        assert!(
+            !states.read().unwrap().contains_key(&tid),
+            "an exited thread is dropped"
+        );
         assert!(ThreadStates::new(999_999_999).read().is_err());
     }
 
