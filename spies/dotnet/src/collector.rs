@@ -122,7 +122,7 @@ impl Collector {
             weighting,
             include_external,
             threads: HashMap::new(),
-            phase_rng: 0x5eed_0f_d07e7,
+            phase_rng: 0x05ee_d0fd_07e7,
             pending: Vec::new(),
             latest_ns: 0,
             pruned_ns: 0,

@@ -355,7 +355,7 @@ mod tests {
         let name = exe.file_name().unwrap().to_str().unwrap().to_string();
         let maps = executable_mappings(std::process::id(), |b| b == name);
         assert!(!maps.is_empty());
-        let here = own_executable_mappings as usize as u64;
+        let here = own_executable_mappings as fn() as usize as u64;
         assert!(
             maps.iter().any(|&(a, b, _)| (a..b).contains(&here)),
             "{maps:x?} {here:#x}"
