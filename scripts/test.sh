@@ -35,13 +35,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# CoreCLR 3.1 for the .NET tests: PyPI's dotnetcore2 wheel (the only CoreCLR these machines can
-# fetch; see ../shared/reference/dotnet-diagnostics.md). tests/dotnet.rs reads the same path.
+# CoreCLR for the .NET tests: PyPI's dotnetcore2 wheels (the only CoreCLR these machines can
+# fetch; see ../shared/reference/dotnet-diagnostics.md). 3.1 is the runtime profiled; 2.1 (no
+# diagnostics server) checks the "runtime too old" error. tests/dotnet.rs reads the same paths.
 export DOTNET31_ROOT="${DOTNET31_ROOT:-$HOME/.cache/dotnet31}"
-if [ ! -x "$DOTNET31_ROOT/dotnetcore2/bin/dotnet" ]; then
-  echo "installing CoreCLR 3.1.23 (PyPI dotnetcore2) into $DOTNET31_ROOT"
-  # pyenv's CPython has pip (Debian's python3 refuses pip installs).
-  "$(ls -d "$PYENV_ROOT/versions/3.11".* | tail -1)/bin/python" -m pip install -q --no-deps --target "$DOTNET31_ROOT" dotnetcore2==3.1.23
-fi
+export DOTNET21_ROOT="${DOTNET21_ROOT:-$HOME/.cache/dotnet21}"
+install_coreclr() { # root version
+  if [ ! -x "$1/dotnetcore2/bin/dotnet" ]; then
+    echo "installing CoreCLR $2 (PyPI dotnetcore2) into $1"
+    # pyenv's CPython has pip (Debian's python3 refuses pip installs).
+    "$(ls -d "$PYENV_ROOT/versions/3.11".* | tail -1)/bin/python" -m pip install -q --no-deps --target "$1" "dotnetcore2==$2"
+  fi
+}
+install_coreclr "$DOTNET31_ROOT" 3.1.23
+install_coreclr "$DOTNET21_ROOT" 2.1.23
 
 cargo test --release --workspace --no-fail-fast "$@"

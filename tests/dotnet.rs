@@ -11,13 +11,22 @@ use std::time::Duration;
 
 /// The `dotnet` host of CoreCLR 3.1 (`$DOTNET31_ROOT`, by default `~/.cache/dotnet31`).
 fn dotnet() -> PathBuf {
-    let root = std::env::var_os("DOTNET31_ROOT")
+    coreclr("DOTNET31_ROOT", "dotnet31", "3.1")
+}
+
+/// The `dotnet` host of a CoreCLR installed from PyPI by scripts/test.sh; missing fails the test.
+fn coreclr(variable: &str, default_dir: &str, version: &str) -> PathBuf {
+    let root = std::env::var_os(variable)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dotnet31"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache")
+                .join(default_dir)
+        });
     let d = root.join("dotnetcore2/bin/dotnet");
     assert!(
         d.exists(),
-        "CoreCLR 3.1 is missing at {} (scripts/test.sh installs it from PyPI)",
+        "CoreCLR {version} is missing at {} (scripts/test.sh installs it from PyPI)",
         d.display()
     );
     d
@@ -378,4 +387,65 @@ fn one_error(r: &Run) -> String {
         .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     errors[0].to_string()
+}
+
+/// A real CoreCLR 2.1 (PyPI dotnetcore2 2.1.23, runtime 2.1.30) has no diagnostics server:
+/// connect fails with one clear error; exec reports it once and the program runs on, unprofiled,
+/// with its exit code.
+#[test]
+fn runtime_older_than_3_is_refused_clearly() {
+    let dotnet21 = coreclr("DOTNET21_ROOT", "dotnet21", "2.1");
+    let dir = tempdir("dotnet21");
+    std::fs::copy(burn_dll(), dir.join("burn.dll")).unwrap();
+    std::fs::write(
+        dir.join("burn.runtimeconfig.json"),
+        r#"{"runtimeOptions": {"tfm": "netcoreapp2.1", "framework": {"name": "Microsoft.NETCore.App", "version": "2.1.0"},
+            "configProperties": {"System.Globalization.Invariant": true}}}"#,
+    )
+    .unwrap();
+    let dll = dir.join("burn.dll");
+    let mut app = Command::new(&dotnet21)
+        .arg(&dll)
+        .arg("20")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &app.id().to_string(),
+            "--output",
+            path_str(&dir.join("c.txt")),
+        ]),
+        Duration::from_secs(30),
+    );
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let line = one_error(&r);
+    assert!(
+        line.contains(".NET Core 2.1.") && line.contains("3.0 or later is needed"),
+        "{line}"
+    );
+
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--output",
+            path_str(&dir.join("e.txt")),
+            path_str(&dotnet21),
+            path_str(&dll),
+            "1",
+            "5",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(5), "{}", r.stderr);
+    let line = one_error(&r);
+    assert!(
+        line.contains(".NET Core 2.1.") && line.contains("it is not profiled"),
+        "{line}"
+    );
 }
