@@ -449,3 +449,69 @@ fn runtime_older_than_3_is_refused_clearly() {
         "{line}"
     );
 }
+
+/// A target as in a container: its own pid namespace (it is pid 1 there, so its socket is
+/// `dotnet-diagnostic-1-…`), its own mount namespace with a private tmpfs as TMPDIR (invisible
+/// from here except through /proc/PID/root). connect finds the socket and profiles it.
+#[test]
+fn target_in_its_own_pid_and_mount_namespaces() {
+    let dir = tempdir("dotnet-ns");
+    let private = dir.join("tmp");
+    std::fs::create_dir_all(&private).unwrap();
+    let script = format!(
+        "mount -t tmpfs none {p} && TMPDIR={p} exec {dotnet} {dll} 5",
+        p = private.display(),
+        dotnet = dotnet().display(),
+        dll = burn_dll().display()
+    );
+    let mut unshare = Command::new("unshare")
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux)");
+    std::thread::sleep(Duration::from_millis(1000));
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
+    let pid: u32 = children
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("children of unshare: {children:?}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "{status}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&private).unwrap().count(),
+        0,
+        "the private TMPDIR is visible from outside"
+    );
+    let out = dir.join("p.txt");
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid.to_string(),
+            "--sample-rate",
+            "250",
+            "--output",
+            path_str(&out),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(unshare.wait().unwrap().success());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
+    assert_split(s, f);
+}
