@@ -515,3 +515,34 @@ fn target_in_its_own_pid_and_mount_namespaces() {
     let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
     assert_split(s, f);
 }
+
+/// Detection goes by the mapped libcoreclr.so, not by the executable's name (an apphost is named
+/// after the app): a host started as `shop-api` is recognised and names the application.
+#[test]
+fn detected_whatever_the_executable_is_called() {
+    let dir = tempdir("dotnet-apphost");
+    let host = dir.join("shop-api");
+    let _ = std::fs::remove_file(&host);
+    std::os::unix::fs::symlink(dotnet(), &host).unwrap();
+    let out = dir.join("p.txt");
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--output",
+            path_str(&out),
+            path_str(&host),
+            path_str(burn_dll()),
+            "2",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("using \"shop-api\"") && r.stderr.contains("(.NET 3.1.23 (CoreCLR))"),
+        "{}",
+        r.stderr
+    );
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("BurnDemo.Worker.Work (burn.dll)"));
+}
