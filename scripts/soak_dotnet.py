@@ -68,7 +68,7 @@ def main():
     agent = subprocess.Popen(
         [PYROSCOPE, "exec", "--server-address", url, "--application-name", "soak", "--sample-rate", str(a.sample_rate),
          "--log-level", "debug", DOTNET, dll, str(seconds)],
-        stdout=subprocess.DEVNULL, stderr=log)
+        stdout=open(os.path.join(OUT, "soak.out"), "w"), stderr=log)
     start = time.time()
     points = []  # (seconds, rss kB)
     next_print = 0
@@ -97,9 +97,12 @@ def main():
     session = re.findall(r"dotnet session: .*", text)
     report = re.findall(r"\d+ samples of \d+ stacks taken.*", text)
     print(f"exit {agent.returncode}; {uploads['count']} uploads, {uploads['bytes'] / 1e6:.1f} MB")
-    print(f"agent RSS: first {points[0][1] / 1024:.1f} MB, at half time {half[0][1] / 1024:.1f} MB, "
+    settled = next((p for p in points if p[0] >= 30), points[-1])
+    print(f"agent RSS: at 30 s {settled[1] / 1024:.1f} MB, at half time {half[0][1] / 1024:.1f} MB, "
           f"last {points[-1][1] / 1024:.1f} MB, peak {hwm / 1024:.1f} MB; "
           f"second-half slope {slope:+.1f} kB/min")
+    with open(os.path.join(OUT, "soak.out")) as f:
+        print("program:", f.read().strip())
     for line in session + report:
         print(line)
     return 0 if agent.returncode == 0 else 1

@@ -5,23 +5,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The one error line pyroscope printed (fails if there is not exactly one).
-fn error_line(r: &Run) -> String {
-    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    let errors: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("[pyroscope] error:"))
-        .collect();
-    assert_eq!(
-        errors.len(),
-        1,
-        "expected one error line, got: {}",
-        r.stderr
-    );
-    errors[0].to_string()
-}
-
 fn quick(args: &[&str]) -> Run {
     run(pyroscope(args), Duration::from_secs(20))
 }

@@ -261,16 +261,10 @@ fn a_fallback_layout_that_does_not_fit_stops_with_a_clear_error() {
         &[&ruby(), "--disable-gems", path_str(&ruby_app()), "3"],
     );
     assert_eq!(r.code, Some(0), "the program is unaffected: {}", r.stderr);
-    let errors: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("[pyroscope] error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    let error = error_line(&r);
     assert!(
-        errors[0].contains("Ruby 2.7.9") && errors[0].contains("2.7.8"),
-        "{}",
-        errors[0]
+        error.contains("Ruby 2.7.9") && error.contains("2.7.8"),
+        "{error}"
     );
     let text = std::fs::read_to_string(dir.join("p.txt")).unwrap();
     assert!(
@@ -292,17 +286,8 @@ fn an_unknown_minor_version_is_unsupported() {
         ],
     );
     assert_eq!(r.code, Some(5));
-    let errors: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("[pyroscope] error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", r.stderr);
-    assert!(
-        errors[0].contains("Ruby 9.9.9 is not supported"),
-        "{}",
-        errors[0]
-    );
+    let error = error_line(&r);
+    assert!(error.contains("Ruby 9.9.9 is not supported"), "{error}");
 }
 
 /// How many reads were done with the target paused, from the end-of-run report.
@@ -446,13 +431,5 @@ fn connect_gives_up_when_the_fallback_layout_is_wrong() {
     app.kill().unwrap();
     let _ = app.wait();
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert_eq!(
-        r.stderr
-            .lines()
-            .filter(|l| l.starts_with("[pyroscope] error:"))
-            .count(),
-        1,
-        "{}",
-        r.stderr
-    );
+    error_line(&r);
 }

@@ -390,3 +390,21 @@ pub fn elf_symbol_file_offset(file: &Path, symbol: &str) -> usize {
         .next()
         .unwrap_or_else(|| panic!("section of {symbol} in {}", file.display()))
 }
+
+/// The one error line pyroscope printed; fails if there is not exactly one, or on a panic.
+#[allow(dead_code)]
+pub fn error_line(r: &Run) -> String {
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[pyroscope] error:"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected one error line, got: {}",
+        r.stderr
+    );
+    errors[0].to_string()
+}
