@@ -432,6 +432,55 @@ fn stack_ids_are_scoped_to_sequence_point_windows() {
     assert_eq!(r.stats.sequence_points, 1);
 }
 
+/// Captured from the first milliseconds of the program (examples/capture.rs): most of CoreLib's
+/// precompiled code is first used after the session starts and has no JIT event. Without the
+/// rundown at the end (left out here, as a live session has none), the R2RGetEntryPoint events
+/// name the sleeper thread's start-up frames; without them too, those frames are unknown.
+#[test]
+fn ready_to_run_entry_points_name_start_up_frames() {
+    struct Without<'a> {
+        inner: &'a mut Collector,
+        entry_points: bool,
+    }
+    impl Handler for Without<'_> {
+        fn header(&mut self, h: &spy_dotnet::nettrace::TraceHeader) {
+            self.inner.header(h);
+        }
+        fn event(&mut self, e: &Event<'_>) {
+            let rundown = e.metadata.provider.ends_with("Rundown");
+            let entry = e.metadata.provider.ends_with("DotNETRuntime") && e.metadata.event_id == 159;
+            if !rundown && (self.entry_points || !entry) {
+                self.inner.event(e);
+            }
+        }
+        fn block_done(&mut self) {
+            self.inner.block_done();
+        }
+    }
+    let (census, _, end) = census("burn-startup-r2r.nettrace");
+    assert_eq!(end, End::Clean);
+    let entry_events = census.by_event[&("Microsoft-Windows-DotNETRuntime".to_string(), 159)];
+    assert!(entry_events > 100, "{entry_events} R2RGetEntryPoint events");
+    let sleeper_stacks = |entry_points: bool| {
+        let bytes = data("burn-startup-r2r.nettrace");
+        let mut c = Collector::new(Weighting::PerSample, true);
+        Reader::new(&bytes[..]).run(&mut Without { inner: &mut c, entry_points }).unwrap();
+        c.resolve_pending(true);
+        assert_eq!(c.stats.entry_points, if entry_points { entry_events } else { 0 });
+        let names = |s: &spy::Stack| s.frames.iter().map(|f| f.function.clone()).collect::<Vec<_>>();
+        c.ready.iter().filter(|s| names(s).iter().any(|f| f == "BurnDemo.Worker.Sleeper")).map(names).collect::<Vec<_>>()
+    };
+    let named = sleeper_stacks(true);
+    assert!(named.len() > 100, "{} sleeper samples", named.len());
+    for s in &named {
+        assert_eq!(s[0], "System.Threading.ThreadHelper.ThreadStart", "{s:?}");
+        assert!(!s.iter().any(|f| f == "[unknown]"), "{s:?}");
+    }
+    let unnamed = sleeper_stacks(false);
+    assert_eq!(unnamed.len(), named.len());
+    assert!(unnamed.iter().all(|s| s[0] == "[unknown]"), "{:?}", unnamed[0]);
+}
+
 /// A program that keeps starting short-lived threads does not grow the collector: threads not
 /// sampled for 2 s (trace time) are forgotten, and every sample is still counted.
 #[test]
