@@ -31,10 +31,19 @@ fn main() {
         }
     };
     let providers = [
-        ipc::Provider { name: events::SAMPLE_PROFILER, keywords: 0, level: events::LEVEL_VERBOSE },
-        ipc::Provider { name: events::RUNTIME, keywords: events::RUNTIME_KEYWORDS, level: events::LEVEL_VERBOSE },
+        ipc::Provider {
+            name: events::SAMPLE_PROFILER,
+            keywords: 0,
+            level: events::LEVEL_VERBOSE,
+        },
+        ipc::Provider {
+            name: events::RUNTIME,
+            keywords: events::RUNTIME_KEYWORDS,
+            level: events::LEVEL_VERBOSE,
+        },
     ];
-    let (mut stream, session) = ipc::collect_tracing(&socket, 64, true, &providers).expect("CollectTracing2");
+    let (mut stream, session) =
+        ipc::collect_tracing(&socket, 64, true, &providers).expect("CollectTracing2");
     let reader = std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = stream.read_to_end(&mut bytes);

@@ -329,7 +329,13 @@ pub fn process_info(socket: &std::path::Path) -> Option<ProcessInfo> {
             false,
         ),
     };
-    let mut c = crate::nettrace::Cursor::new(&body);
+    parse_process_info(&body, v2)
+}
+
+/// ProcessInfo: `u64 pid, GUID cookie, string command line, string OS, string arch`;
+/// ProcessInfo2 adds `string managed entry point assembly, string CLR product version`.
+fn parse_process_info(body: &[u8], v2: bool) -> Option<ProcessInfo> {
+    let mut c = crate::nettrace::Cursor::new(body);
     let _pid = c.u64().ok()?;
     c.take(16).ok()?;
     let mut string = || -> Option<String> {
@@ -360,6 +366,40 @@ pub fn process_info(socket: &std::path::Path) -> Option<ProcessInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_info_replies_parse() {
+        let common = Payload::default()
+            .u64(4242)
+            .u64(1)
+            .u64(2)
+            .string("dotnet app.dll --port 80")
+            .string("Linux")
+            .string("x64");
+        let v1 = parse_process_info(&common.0, false).unwrap();
+        assert_eq!(
+            (v1.command_line.as_str(), v1.runtime_version),
+            ("dotnet app.dll --port 80", None)
+        );
+        let v2 = common.string("app").string("8.0.1");
+        let v2 = parse_process_info(&v2.0, true).unwrap();
+        assert_eq!(v2.runtime_version.as_deref(), Some("8.0.1"));
+        // Cut anywhere: no answer, no panic.
+        let full = Payload::default()
+            .u64(1)
+            .u64(1)
+            .u64(2)
+            .string("x")
+            .string("Linux")
+            .string("x64")
+            .string("a")
+            .string("8.0.1")
+            .0;
+        for n in 0..full.len() {
+            let _ = parse_process_info(&full[..n], true);
+        }
+        assert!(parse_process_info(&full[..20], true).is_none());
+    }
 
     #[test]
     fn strings_are_counted_utf16_with_nul() {

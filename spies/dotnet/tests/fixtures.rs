@@ -448,7 +448,8 @@ fn ready_to_run_entry_points_name_start_up_frames() {
         }
         fn event(&mut self, e: &Event<'_>) {
             let rundown = e.metadata.provider.ends_with("Rundown");
-            let entry = e.metadata.provider.ends_with("DotNETRuntime") && e.metadata.event_id == 159;
+            let entry =
+                e.metadata.provider.ends_with("DotNETRuntime") && e.metadata.event_id == 159;
             if !rundown && (self.entry_points || !entry) {
                 self.inner.event(e);
             }
@@ -464,11 +465,28 @@ fn ready_to_run_entry_points_name_start_up_frames() {
     let sleeper_stacks = |entry_points: bool| {
         let bytes = data("burn-startup-r2r.nettrace");
         let mut c = Collector::new(Weighting::PerSample, true);
-        Reader::new(&bytes[..]).run(&mut Without { inner: &mut c, entry_points }).unwrap();
+        Reader::new(&bytes[..])
+            .run(&mut Without {
+                inner: &mut c,
+                entry_points,
+            })
+            .unwrap();
         c.resolve_pending(true);
-        assert_eq!(c.stats.entry_points, if entry_points { entry_events } else { 0 });
-        let names = |s: &spy::Stack| s.frames.iter().map(|f| f.function.clone()).collect::<Vec<_>>();
-        c.ready.iter().filter(|s| names(s).iter().any(|f| f == "BurnDemo.Worker.Sleeper")).map(names).collect::<Vec<_>>()
+        assert_eq!(
+            c.stats.entry_points,
+            if entry_points { entry_events } else { 0 }
+        );
+        let names = |s: &spy::Stack| {
+            s.frames
+                .iter()
+                .map(|f| f.function.clone())
+                .collect::<Vec<_>>()
+        };
+        c.ready
+            .iter()
+            .filter(|s| names(s).iter().any(|f| f == "BurnDemo.Worker.Sleeper"))
+            .map(names)
+            .collect::<Vec<_>>()
     };
     let named = sleeper_stacks(true);
     assert!(named.len() > 100, "{} sleeper samples", named.len());
@@ -478,7 +496,11 @@ fn ready_to_run_entry_points_name_start_up_frames() {
     }
     let unnamed = sleeper_stacks(false);
     assert_eq!(unnamed.len(), named.len());
-    assert!(unnamed.iter().all(|s| s[0] == "[unknown]"), "{:?}", unnamed[0]);
+    assert!(
+        unnamed.iter().all(|s| s[0] == "[unknown]"),
+        "{:?}",
+        unnamed[0]
+    );
 }
 
 /// A program that keeps starting short-lived threads does not grow the collector: threads not
