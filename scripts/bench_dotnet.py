@@ -22,20 +22,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYROSCOPE = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "pyroscope")
-DOTNET = os.path.join(os.environ.get("DOTNET31_ROOT", os.path.expanduser("~/.cache/dotnet31")), "dotnetcore2", "bin", "dotnet")
-OUT = os.path.join(ROOT, "target", "bench-dotnet")
-RUNTIMECONFIG = os.path.join(ROOT, "examples", "dotnet", "burn.runtimeconfig.json")
-
-
-def build():
-    os.makedirs(OUT, exist_ok=True)
-    dll = os.path.join(OUT, "cpu_bound.dll")
-    subprocess.check_call(["mcs", "-optimize+", "-target:exe", "-out:" + dll, os.path.join(ROOT, "bench", "cpu_bound.cs")])
-    with open(RUNTIMECONFIG) as f, open(os.path.join(OUT, "cpu_bound.runtimeconfig.json"), "w") as g:
-        g.write(f.read())
-    return dll
+from dotnet_env import DOTNET, OUT, PYROSCOPE, build
 
 
 def parse_work(text):
@@ -74,7 +61,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1500)
     args = ap.parse_args()
-    dll = build()
+    dll = build("cpu_bound")
     configs = ["baseline", "exec (traced)", "exec (untraced)", "connect"]
     res = {c: [] for c in configs}
     for r in range(args.runs):

@@ -19,11 +19,7 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYROSCOPE = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "pyroscope")
-DOTNET = os.path.join(os.environ.get("DOTNET31_ROOT", os.path.expanduser("~/.cache/dotnet31")), "dotnetcore2", "bin", "dotnet")
-OUT = os.path.join(ROOT, "target", "bench-dotnet")
-RUNTIMECONFIG = os.path.join(ROOT, "examples", "dotnet", "burn.runtimeconfig.json")
+from dotnet_env import DOTNET, OUT, PYROSCOPE, build
 
 uploads = {"count": 0, "bytes": 0}
 
@@ -54,11 +50,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--sample-rate", type=int, default=100)
     a = ap.parse_args()
-    os.makedirs(OUT, exist_ok=True)
-    dll = os.path.join(OUT, "churn.dll")
-    subprocess.check_call(["mcs", "-optimize+", "-target:exe", "-out:" + dll, os.path.join(ROOT, "bench", "churn.cs")])
-    with open(RUNTIMECONFIG) as f, open(os.path.join(OUT, "churn.runtimeconfig.json"), "w") as g:
-        g.write(f.read())
+    dll = build("churn")
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Accept)
     threading.Thread(target=server.serve_forever, daemon=True).start()

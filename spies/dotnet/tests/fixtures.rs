@@ -385,6 +385,27 @@ mod synth {
         b
     }
 
+    /// `threads` threads, each with one managed sample (stack 0xA1 → 0xA0), `spacing_ns` apart,
+    /// 100 events per block.
+    pub fn one_sample_per_thread(threads: u64, spacing_ns: u64) -> W {
+        let managed = 2u32.to_le_bytes().to_vec();
+        let mut w = W::new();
+        w.trace();
+        w.block(
+            "MetadataBlock",
+            &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
+        );
+        w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
+        let blobs: Vec<_> = (0..threads)
+            .map(|i| (1, 1000 + i, 1, 10 + i * spacing_ns, managed.clone()))
+            .collect();
+        for chunk in blobs.chunks(100) {
+            w.block("EventBlock", &events(chunk));
+        }
+        w.end();
+        w
+    }
+
     pub fn sequence_point() -> Vec<u8> {
         let mut b = 0i64.to_le_bytes().to_vec();
         b.extend_from_slice(&0u32.to_le_bytes());
@@ -507,23 +528,8 @@ fn ready_to_run_entry_points_name_start_up_frames() {
 /// sampled for 2 s (trace time) are forgotten, and every sample is still counted.
 #[test]
 fn threads_that_ended_are_forgotten() {
-    use synth::*;
-    let managed = 2u32.to_le_bytes().to_vec();
-    let mut w = W::new();
-    w.trace();
-    w.block(
-        "MetadataBlock",
-        &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
-    );
-    w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
-    // 3000 threads, each sampled once, one every 10 ms: 30 s of trace, 100 events per block.
-    let blobs: Vec<_> = (0..3000u64)
-        .map(|i| (1, 1000 + i, 1, 10 + i * 10_000_000, managed.clone()))
-        .collect();
-    for chunk in blobs.chunks(100) {
-        w.block("EventBlock", &events(chunk));
-    }
-    w.end();
+    // 3000 threads, each sampled once, one every 10 ms: 30 s of trace.
+    let w = synth::one_sample_per_thread(3000, 10_000_000);
     let mut c = Collector::new(Weighting::PerSample, false);
     assert_eq!(Reader::new(&w.0[..]).run(&mut c).unwrap(), End::Clean);
     c.resolve_pending(true);
@@ -541,22 +547,7 @@ fn threads_that_ended_are_forgotten() {
 /// stacks, not none.
 #[test]
 fn threads_shorter_than_a_period_still_count() {
-    use synth::*;
-    let managed = 2u32.to_le_bytes().to_vec();
-    let mut w = W::new();
-    w.trace();
-    w.block(
-        "MetadataBlock",
-        &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
-    );
-    w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
-    let blobs: Vec<_> = (0..1000u64)
-        .map(|i| (1, 1000 + i, 1, 10 + i * 3_000_000, managed.clone()))
-        .collect();
-    for chunk in blobs.chunks(100) {
-        w.block("EventBlock", &events(chunk));
-    }
-    w.end();
+    let w = synth::one_sample_per_thread(1000, 3_000_000);
     let mut c = Collector::new(
         Weighting::Period {
             period_ns: 10_000_000,
