@@ -464,15 +464,22 @@ fn target_in_its_own_pid_and_mount_namespaces() {
             &script,
         ])
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("unshare (util-linux)");
     std::thread::sleep(Duration::from_millis(1000));
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
-    let pid: u32 = children
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("children of unshare: {children:?}"));
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+        .unwrap_or_default();
+    let Ok(pid) = children.trim().parse::<u32>() else {
+        // unshare failed (it needs CAP_SYS_ADMIN: this test must run as root in a container
+        // that allows namespaces, as CI's does).
+        let _ = unshare.kill();
+        let out = unshare.wait_with_output().unwrap();
+        panic!(
+            "unshare did not start the program: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status
