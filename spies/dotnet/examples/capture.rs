@@ -23,27 +23,14 @@ fn main() {
     let socket = loop {
         match ipc::find_socket(pid) {
             Ok(s) => break s,
-            Err(e) if started.elapsed() < Duration::from_secs(5) => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(2));
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(2))
             }
             Err(e) => panic!("{e}"),
         }
     };
-    let providers = [
-        ipc::Provider {
-            name: events::SAMPLE_PROFILER,
-            keywords: 0,
-            level: events::LEVEL_VERBOSE,
-        },
-        ipc::Provider {
-            name: events::RUNTIME,
-            keywords: events::RUNTIME_KEYWORDS,
-            level: events::LEVEL_VERBOSE,
-        },
-    ];
-    let (mut stream, session) =
-        ipc::collect_tracing(&socket, 64, true, &providers).expect("CollectTracing2");
+    let (mut stream, session) = ipc::collect_tracing(&socket, 64, true, &events::SESSION_PROVIDERS)
+        .expect("CollectTracing2");
     let reader = std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = stream.read_to_end(&mut bytes);

@@ -14,6 +14,20 @@ pub const RUNTIME_KEYWORDS: u64 = 0x8 | 0x10 | 0x20_0000_0000;
 /// Verbose: the method events with names (MethodLoadVerbose) need it.
 pub const LEVEL_VERBOSE: u32 = 5;
 
+/// The providers of the spy's long session: the sampler's stacks, and the events that name them.
+pub const SESSION_PROVIDERS: [crate::ipc::Provider<'static>; 2] = [
+    crate::ipc::Provider {
+        name: SAMPLE_PROFILER,
+        keywords: 0,
+        level: LEVEL_VERBOSE,
+    },
+    crate::ipc::Provider {
+        name: RUNTIME,
+        keywords: RUNTIME_KEYWORDS,
+        level: LEVEL_VERBOSE,
+    },
+];
+
 /// `ThreadSample.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleKind {

@@ -170,25 +170,15 @@ fn read_session(
     shared: &Arc<Mutex<Shared>>,
 ) -> Result<End, String> {
     // The long session first: methods compiled from now on arrive in it (MethodLoadVerbose).
-    let providers = [
-        Provider {
-            name: events::SAMPLE_PROFILER,
-            keywords: 0,
-            level: events::LEVEL_VERBOSE,
-        },
-        Provider {
-            name: events::RUNTIME,
-            keywords: events::RUNTIME_KEYWORDS,
-            level: events::LEVEL_VERBOSE,
-        },
-    ];
     let (stream, session) =
-        ipc::collect_tracing(socket, BUFFER_MB, false, &providers).map_err(|e| match e {
-            IpcError::Permission(m) | IpcError::Denied(m) => {
-                format!("{m}: run pyroscope as the user of process {pid}, or as root")
-            }
-            e => format!("starting an EventPipe session: {e}"),
-        })?;
+        ipc::collect_tracing(socket, BUFFER_MB, false, &events::SESSION_PROVIDERS).map_err(
+            |e| match e {
+                IpcError::Permission(m) | IpcError::Denied(m) => {
+                    format!("{m}: run pyroscope as the user of process {pid}, or as root")
+                }
+                e => format!("starting an EventPipe session: {e}"),
+            },
+        )?;
     let read_half = stream.try_clone().map_err(|e| format!("socket: {e}"))?;
     // .NET 5+ describe themselves; 3.1 answers "unknown command" and /proc said it all.
     if let Some(info) = ipc::process_info(socket) {
