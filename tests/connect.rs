@@ -46,15 +46,12 @@ fn connect_until_sigint_uploads_and_exits_0() {
     );
     app.kill().unwrap();
     let _ = app.wait();
-    let pushes = server.accepted(PUSH_PATH);
-    assert!(!pushes.is_empty());
-    let mut all = Vec::new();
-    for p in &pushes {
-        let (labels, prof) = decode_push(p);
-        assert_eq!(labels["service_name"], "attached");
-        assert_eq!(labels["mode"], "connect");
-        all.extend(samples(&prof));
-    }
+    let all = pushed_samples(
+        &server,
+        &[("service_name", "attached"), ("mode", "connect")],
+        None,
+        "connect",
+    );
     let (s, f) = split(&all, "slow_function", "fast_function");
     assert!(s > 50 && f > 10, "slow {s} fast {f}");
 }

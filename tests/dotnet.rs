@@ -95,17 +95,16 @@ fn exec_uploads_dotnet_stacks_with_the_split_and_keeps_the_exit_code() {
     );
     assert_eq!(r.code, Some(7), "stderr: {}", r.stderr);
     assert!(r.stderr.contains(".NET 3.1.23 (CoreCLR)"), "{}", r.stderr);
-    let pushes = server.accepted(PUSH_PATH);
-    assert!(!pushes.is_empty(), "{}", r.stderr);
-    let mut all = Vec::new();
-    for p in &pushes {
-        let (labels, prof) = decode_push(p);
-        assert_eq!(labels["pyroscope_spy"], "dotnetspy");
-        assert_eq!(labels["service_name"], "shop.billing");
-        assert_eq!(labels["lang"], "dotnet");
-        assert_eq!(prof.period, 4_000_000);
-        all.extend(samples(&prof));
-    }
+    let all = pushed_samples(
+        &server,
+        &[
+            ("pyroscope_spy", "dotnetspy"),
+            ("service_name", "shop.billing"),
+            ("lang", "dotnet"),
+        ],
+        Some(4_000_000),
+        &r.stderr,
+    );
     let (s, f) = split(&all, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
     assert_split(s, f);
     // CPU nanoseconds, as for the other spies: one busy thread for ~4 s is ~4e9 ns.
@@ -162,7 +161,7 @@ fn connect_to_a_running_dotnet() {
     );
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let lines = collapsed_file(&out);
     let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
     assert_split(s, f);
 }
@@ -184,7 +183,7 @@ fn wall_clock_view_includes_sleeping_threads() {
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let lines = collapsed_file(&out);
     let sleeper: u64 = lines
         .iter()
         .filter(|(s, _)| s.contains("Sleeper"))
@@ -316,7 +315,7 @@ fn subprocess_of_a_released_dotnet_process_is_profiled() {
         "the child was not profiled: {}",
         r.stderr
     );
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let lines = collapsed_file(&out);
     let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
     assert_split(s, f);
     let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
@@ -507,7 +506,7 @@ fn target_in_its_own_pid_and_mount_namespaces() {
     );
     assert!(unshare.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let lines = collapsed_file(&out);
     let (s, f) = collapsed_split(&lines, "BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast");
     assert_split(s, f);
 }

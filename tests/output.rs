@@ -49,7 +49,7 @@ fn every_output_format_decodes() {
 
     let txt = dir.join("p.txt");
     profile_to(&txt);
-    let lines = collapsed(&std::fs::read_to_string(&txt).unwrap());
+    let lines = collapsed_file(&txt);
     // Every frame reads `function (file:line)`, counts are positive.
     for (stack, n) in &lines {
         assert!(*n > 0);

@@ -304,7 +304,7 @@ fn multiprocessing_workers_are_profiled() {
             Duration::from_secs(60),
         );
         assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-        let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+        let lines = collapsed_file(&out);
         let burn: u64 = lines
             .iter()
             .filter(|(s, _)| s.contains("worker_burn"))
@@ -341,7 +341,7 @@ fn shell_and_env_wrappers_are_recognised_by_the_running_executable() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(pyroscope(&refs), Duration::from_secs(30));
         assert_eq!(r.code, Some(0), "{wrapper:?}: {}", r.stderr);
-        let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+        let lines = collapsed_file(&out);
         let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
         assert!(s > 30 && f > 5, "{wrapper:?}: slow {s} fast {f}");
     }
@@ -414,10 +414,6 @@ fn shebang_scripts_are_profiled() {
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("CPython 3.11"), "{}", r.stderr);
-    let (s, f) = collapsed_split(
-        &collapsed(&std::fs::read_to_string(&out).unwrap()),
-        "slow_function",
-        "fast_function",
-    );
+    let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");
     assert!(s > 30 && f > 5, "slow {s} fast {f}");
 }

@@ -19,6 +19,25 @@ fn ruby_app() -> std::path::PathBuf {
     repo().join("examples/ruby/app.rb")
 }
 
+/// The Ruby example run for `seconds` (after `ruby_args`, with `env`), given 300 ms to start.
+fn start_ruby_app(
+    ruby_args: &[&str],
+    seconds: &str,
+    env: &[(&str, &std::path::Path)],
+) -> std::process::Child {
+    let mut c = Command::new(ruby());
+    c.args(ruby_args)
+        .arg(ruby_app())
+        .arg(seconds)
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
 #[test]
 fn exec_uploads_ruby_stacks_with_the_split() {
     let server = Receiver::ok();
@@ -45,17 +64,16 @@ fn exec_uploads_ruby_stacks_with_the_split() {
     );
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     assert!(r.stderr.contains("MRI Ruby"), "{}", r.stderr);
-    let pushes = server.accepted(PUSH_PATH);
-    assert!(!pushes.is_empty(), "{}", r.stderr);
-    let mut all = Vec::new();
-    for p in &pushes {
-        let (labels, prof) = decode_push(p);
-        assert_eq!(labels["pyroscope_spy"], "rbspy");
-        assert_eq!(labels["service_name"], "shop.worker");
-        assert_eq!(labels["lang"], "ruby");
-        assert_eq!(prof.period, 4_000_000);
-        all.extend(samples(&prof));
-    }
+    let all = pushed_samples(
+        &server,
+        &[
+            ("pyroscope_spy", "rbspy"),
+            ("service_name", "shop.worker"),
+            ("lang", "ruby"),
+        ],
+        Some(4_000_000),
+        &r.stderr,
+    );
     let (s, f) = split(&all, "slow_function", "fast_function");
     assert_split(s, f);
     // Function, file (shortened) and line are separate fields.
@@ -141,13 +159,7 @@ fn ruby_exit_status_and_signals() {
 #[test]
 fn connect_to_a_running_ruby() {
     let out = tempdir("rb-connect").join("p.txt");
-    let mut app = Command::new(ruby())
-        .arg(ruby_app())
-        .arg("3")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut app = start_ruby_app(&[], "3", &[]);
     let pid = app.id().to_string();
     let r = run(
         pyroscope(&["connect", "--pid", &pid, "--output", path_str(&out)]),
@@ -155,7 +167,7 @@ fn connect_to_a_running_ruby() {
     );
     assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let lines = collapsed_file(&out);
     let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
     assert!(s > 60 && f > 10, "slow {s} fast {f}");
 }
@@ -174,7 +186,7 @@ fn forked_ruby_workers_are_profiled() {
         Duration::from_secs(60),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let burn: u64 = collapsed(&std::fs::read_to_string(&out).unwrap())
+    let burn: u64 = collapsed_file(&out)
         .iter()
         .filter(|(s, _)| s.contains("worker_burn"))
         .map(|(_, n)| n)
@@ -247,7 +259,7 @@ fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
         "{}",
         r.stderr
     );
-    let lines = collapsed(&std::fs::read_to_string(dir.join("p.txt")).unwrap());
+    let lines = collapsed_file(dir.join("p.txt"));
     let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(s, f);
 }
@@ -304,7 +316,7 @@ fn paused_reads(stderr: &str) -> u64 {
 /// The 3:1 split holds in the collapsed profile at `out`, and every stack in it was read with the
 /// target paused.
 fn assert_split_read_in_pauses(out: &std::path::Path, stderr: &str) {
-    let lines = collapsed(&std::fs::read_to_string(out).unwrap());
+    let lines = collapsed_file(out);
     let (s, f) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(s, f);
     let stacks: u64 = lines.iter().map(|(_, n)| n).sum();
@@ -319,13 +331,7 @@ fn assert_split_read_in_pauses(out: &std::path::Path, stderr: &str) {
 #[test]
 fn connect_with_rbspy_blocking() {
     let out = tempdir("rb-blocking").join("p.txt");
-    let mut app = Command::new(ruby())
-        .arg(ruby_app())
-        .arg("4")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut app = start_ruby_app(&[], "4", &[]);
     let pid = app.id().to_string();
     let r = run(
         pyroscope(&[
@@ -398,11 +404,7 @@ fn ruby_shebang_scripts_are_profiled() {
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("MRI Ruby 3."), "{}", r.stderr);
-    let (s, f) = collapsed_split(
-        &collapsed(&std::fs::read_to_string(&out).unwrap()),
-        "slow_function",
-        "fast_function",
-    );
+    let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");
     assert!(s > 30 && f > 5, "slow {s} fast {f}");
 }
 
@@ -410,13 +412,7 @@ fn ruby_shebang_scripts_are_profiled() {
 #[test]
 fn connect_gives_up_when_the_fallback_layout_is_wrong() {
     let dir = libruby_claiming("2.7.9");
-    let mut app = Command::new(ruby())
-        .args(["--disable-gems", path_str(&ruby_app()), "8"])
-        .env("LD_LIBRARY_PATH", &dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut app = start_ruby_app(&["--disable-gems"], "8", &[("LD_LIBRARY_PATH", &dir)]);
     let pid = app.id().to_string();
     let r = run(
         pyroscope(&[

@@ -23,7 +23,7 @@ fn profile_version(version: &str, blocking: bool) {
         r.stderr
     );
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    let lines = collapsed(&std::fs::read_to_string(&out).unwrap());
+    let lines = collapsed_file(&out);
     let (slow, fast) = collapsed_split(&lines, "slow_function", "fast_function");
     assert_split(slow, fast);
     let total: u64 = lines.iter().map(|(_, n)| n).sum();

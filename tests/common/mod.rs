@@ -237,6 +237,31 @@ pub fn samples(p: &PprofProfile) -> Vec<Sampled> {
         .collect()
 }
 
+/// Every push the receiver accepted, decoded: each must carry `labels` (and `period`, when
+/// given); their samples together. Fails if nothing was pushed (`context`: what to show then).
+#[allow(dead_code)]
+pub fn pushed_samples(
+    server: &Receiver,
+    labels: &[(&str, &str)],
+    period: Option<i64>,
+    context: &str,
+) -> Vec<Sampled> {
+    let pushes = server.accepted(PUSH_PATH);
+    assert!(!pushes.is_empty(), "no push: {context}");
+    let mut all = Vec::new();
+    for p in &pushes {
+        let (got, prof) = decode_push(p);
+        for (k, v) in labels {
+            assert_eq!(got.get(*k).map(String::as_str), Some(*v), "label {k}");
+        }
+        if let Some(period) = period {
+            assert_eq!(prof.period, period);
+        }
+        all.extend(samples(&prof));
+    }
+    all
+}
+
 /// Sum of values of samples whose stack holds `a`, and of those holding `b`.
 pub fn split(samples: &[Sampled], a: &str, b: &str) -> (i64, i64) {
     let sum = |name: &str| {
@@ -265,6 +290,12 @@ pub fn collapsed(text: &str) -> Vec<(String, u64)> {
         .filter_map(|l| l.rsplit_once(' '))
         .map(|(s, n)| (s.to_string(), n.parse().unwrap()))
         .collect()
+}
+
+/// A collapsed-stacks file (`--output x.txt`), read.
+#[allow(dead_code)]
+pub fn collapsed_file(path: impl AsRef<Path>) -> Vec<(String, u64)> {
+    collapsed(&std::fs::read_to_string(path).unwrap())
 }
 
 pub fn collapsed_split(lines: &[(String, u64)], a: &str, b: &str) -> (i64, i64) {

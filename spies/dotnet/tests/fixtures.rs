@@ -385,16 +385,22 @@ mod synth {
         b
     }
 
-    /// `threads` threads, each with one managed sample (stack 0xA1 → 0xA0), `spacing_ns` apart,
-    /// 100 events per block.
-    pub fn one_sample_per_thread(threads: u64, spacing_ns: u64) -> W {
-        let managed = 2u32.to_le_bytes().to_vec();
+    /// A stream with its trace header and the sample profiler's metadata (id 1).
+    pub fn sampler_stream() -> W {
         let mut w = W::new();
         w.trace();
         w.block(
             "MetadataBlock",
             &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
         );
+        w
+    }
+
+    /// `threads` threads, each with one managed sample (stack 0xA1 → 0xA0), `spacing_ns` apart,
+    /// 100 events per block.
+    pub fn one_sample_per_thread(threads: u64, spacing_ns: u64) -> W {
+        let managed = 2u32.to_le_bytes().to_vec();
+        let mut w = sampler_stream();
         w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
         let blobs: Vec<_> = (0..threads)
             .map(|i| (1, 1000 + i, 1, 10 + i * spacing_ns, managed.clone()))
@@ -419,12 +425,7 @@ mod synth {
 fn stack_ids_are_scoped_to_sequence_point_windows() {
     use synth::*;
     let managed = 2u32.to_le_bytes().to_vec();
-    let mut w = W::new();
-    w.trace();
-    w.block(
-        "MetadataBlock",
-        &events(&[(0, 1, 0, 1, sample_profiler_metadata(1))]),
-    );
+    let mut w = sampler_stream();
     w.block("StackBlock", &stacks(1, &[&[0xA1, 0xA0]]));
     w.block("EventBlock", &events(&[(1, 7, 1, 10, managed.clone())]));
     w.block("SPBlock", &sequence_point());
