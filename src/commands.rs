@@ -2,11 +2,13 @@
 
 use crate::cli::{CommonArgs, ConnectArgs, ExecArgs};
 use crate::config::{default_app_name, Settings};
-use crate::errors::EXIT_AGENT_ERROR;
-use crate::launch;
+use crate::errors::{EXIT_AGENT_ERROR, PTRACE_HINT};
+use crate::process::exit::{pidfd_open, reap_untraced};
+use crate::process::launch;
+use crate::process::signals::Signals;
+use crate::process::tracer::Tracer;
+use crate::process::Exit;
 use crate::session::{Ending, Mode, Session};
-use crate::signals::Signals;
-use crate::tracer::{Exit, Tracer};
 use nix::unistd::Pid;
 
 /// What `main` should do at the end.
@@ -64,7 +66,19 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Exit(e.exit_code()));
         }
     };
-    let tracer = launched.traced.then(|| Tracer::new(launched.pid));
+    if let Some(e) = launched.untraced {
+        let flags: Vec<String> = crate::runtimes::pausable()
+            .map(|r| format!("--{}-blocking", r.spy_name()))
+            .collect();
+        log::warn!(
+            "cannot trace the child (ptrace: {e}): it runs unprofiled until its runtime is recognised, subprocesses are found by scanning /proc, and {} cannot pause it. {PTRACE_HINT}",
+            flags.join(" / ")
+        );
+    }
+    let tracer = launched
+        .untraced
+        .is_none()
+        .then(|| Tracer::new(launched.pid));
     let session = match Session::new(settings, Mode::Exec, launched.pid, tracer) {
         Ok(s) => s,
         Err(e) => {
@@ -82,16 +96,11 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
 
 /// Fallback when profiling could not start after the child did: relay nothing fancy, just wait.
 fn wait_unprofiled(pid: Pid) -> Outcome {
-    use crate::tracer::{wait, Status};
     let _ = nix::sys::ptrace::detach(pid, None);
-    loop {
-        match wait(Some(pid), libc::__WALL) {
-            Ok(Status::Exited(_, c)) => return Outcome::Exit(c),
-            Ok(Status::Signaled(_, s)) => return Outcome::DieBySignal(s),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return Outcome::Exit(EXIT_AGENT_ERROR),
-        }
+    match reap_untraced(pid, false) {
+        Ok(Some(Exit::Code(c))) => Outcome::Exit(c),
+        Ok(Some(Exit::Signal(s))) => Outcome::DieBySignal(s),
+        Ok(None) | Err(_) => Outcome::Exit(EXIT_AGENT_ERROR),
     }
 }
 
@@ -104,25 +113,23 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<Outcome> {
         );
     }
     let pid = args.pid as u32;
-    if !spy::process_alive(pid) {
+    if !spy::procfs::alive(pid) {
         anyhow::bail!("no such process: {pid}");
     }
     // Reading another user's maps needs ptrace permission: say so before anything else.
-    if let Err(e) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+    if let Err(e) = spy::procfs::maps(pid) {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             anyhow::bail!(crate::errors::permission_message(pid, &e.to_string()));
         }
     }
     let settings = Settings::from_args(&args.common, || {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv: Vec<std::ffi::OsString> = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| std::ffi::OsString::from(String::from_utf8_lossy(a).into_owned()))
+        let argv: Vec<std::ffi::OsString> = spy::procfs::cmdline(pid)
+            .into_iter()
+            .map(Into::into)
             .collect();
-        default_app_name(&argv, spy::exe_name(pid))
+        default_app_name(&argv, spy::procfs::exe_name(pid))
     })?;
-    let pidfd = crate::session::pidfd_open(pid);
+    let pidfd = pidfd_open(pid);
     let mut session = Session::new(settings, Mode::Connect, Pid::from_raw(pid as i32), None)?;
     session.attach_first(pid)?;
     Ok(match session.run(&mut signals, pidfd) {

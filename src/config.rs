@@ -2,7 +2,7 @@
 //! headers, outputs. Every problem becomes one clear error line before anything starts.
 
 use crate::cli::CommonArgs;
-use crate::output::OutputFormat;
+use crate::pipeline::output::OutputFormat;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -188,48 +188,30 @@ fn redact_url_text(s: &str) -> String {
 }
 
 /// The name used when none is given: the script or program being run (`app` for
-/// `python app.py`), else the executable's name.
+/// `python app.py`, as each runtime's launcher says), else the executable's name; through
+/// `env` (`/usr/bin/env python3 app.py`) to the program it starts.
 pub fn default_app_name(command: &[std::ffi::OsString], pid_exe: Option<String>) -> String {
-    let args: Vec<String> = command
+    let mut args: Vec<String> = command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let base = |s: &str| {
-        let b = s.rsplit('/').next().unwrap_or(s);
-        b.split('.').next().unwrap_or(b).to_string()
-    };
-    let mut name = args
+    if args
         .first()
-        .map(|p| base(p))
-        .or(pid_exe.map(|e| base(&e)))
-        .unwrap_or_else(|| "app".into());
-    if spy_python::is_python_exe(&name) || spy_ruby::is_ruby_exe(&name) || name == "env" {
-        // `python app.py`, `ruby app.rb`, `python -m module`: name it after what it runs.
-        let mut it = args
+        .is_some_and(|a| a.rsplit('/').next() == Some("env"))
+    {
+        // env's own options and VAR=value assignments come before the program.
+        let skip = args[1..]
             .iter()
-            .skip(1)
-            .skip_while(|a| name == "env" && (a.starts_with('-') || a.contains('=')));
-        if name == "env" {
-            it.next();
-        }
-        let mut m = false;
-        for a in it {
-            if m {
-                name = a.clone();
-                break;
-            }
-            if a == "-c" {
-                // Inline code has no name of its own: keep the interpreter's.
-                break;
-            }
-            if a == "-m" {
-                m = true;
-            } else if !a.starts_with('-') {
-                name = base(a);
-                break;
-            }
+            .take_while(|a| a.starts_with('-') || a.contains('='))
+            .count();
+        if 1 + skip < args.len() {
+            args.drain(..1 + skip);
         }
     }
+    let name = crate::runtimes::app_name(&args)
+        .or_else(|| args.first().map(|p| spy::program_name(p)))
+        .or_else(|| pid_exe.map(|e| spy::program_name(&e)))
+        .unwrap_or_else(|| "app".into());
     let cleaned: String = name
         .chars()
         .map(|c| {
@@ -305,7 +287,7 @@ impl Settings {
             outputs.push((path.clone(), OutputFormat::from_path(path)?));
         }
         if upload.is_none() && outputs.is_empty() {
-            let stamp = crate::output::file_timestamp();
+            let stamp = crate::pipeline::output::file_timestamp();
             for (ext, fmt) in [
                 ("svg", OutputFormat::Flamegraph),
                 ("pb.gz", OutputFormat::Pprof),
@@ -326,13 +308,7 @@ impl Settings {
             },
             spy_name,
             detect_subprocesses: args.detect_subprocesses,
-            blocking: [
-                (args.pyspy_blocking, "pyspy"),
-                (args.rbspy_blocking, "rbspy"),
-            ]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect(),
+            blocking: args.blocking.clone(),
             wall_clock: args.dotnet_wall_clock,
             release_ptrace: args.dotnet_release_ptrace,
             upload,
@@ -401,5 +377,10 @@ mod tests {
         assert_eq!(c(&["python3", "-c", "import x; x.run()"]), "python3");
         assert_eq!(c(&["ruby", "worker.rb"]), "worker");
         assert_eq!(c(&["/usr/bin/env", "python3", "x.py"]), "x");
+        assert_eq!(c(&["env", "-i", "A=1", "ruby", "job.rb"]), "job");
+        assert_eq!(c(&["dotnet", "bin/shop.api.dll"]), "shop");
+        assert_eq!(c(&["env"]), "env");
+        assert_eq!(c(&["/opt/app/server"]), "server");
+        assert_eq!(default_app_name(&[], Some("uwsgi".into())), "uwsgi");
     }
 }

@@ -3,13 +3,18 @@
 
 use crate::cli::LogLevel;
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 struct StderrLogger;
 
+/// The crates whose lines are shown (see [`crate::runtimes::log_targets`]).
+static OURS: OnceLock<Vec<&'static str>> = OnceLock::new();
+
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level() && ours(metadata.target())
+        metadata.level() <= log::max_level()
+            && ours(OURS.get().map_or(&[][..], Vec::as_slice), metadata.target())
     }
 
     fn log(&self, record: &log::Record) {
@@ -34,16 +39,14 @@ impl log::Log for StderrLogger {
 static LOGGER: StderrLogger = StderrLogger;
 
 /// Only our crates log; libraries (py-spy, rbspy, spytools, reqwest...) would flood stderr.
-fn ours(target: &str) -> bool {
+fn ours(crates: &[&str], target: &str) -> bool {
     let krate = target.split("::").next().unwrap_or(target);
-    matches!(
-        krate,
-        "pyroscope" | "spy" | "spy_python" | "spy_ruby" | "spy_dotnet"
-    )
+    crates.contains(&krate)
 }
 
 /// Installs the logger. `--no-logging` silences everything; fatal errors are printed by `main`.
 pub fn init(level: LogLevel, no_logging: bool) {
+    let _ = OURS.set(crate::runtimes::log_targets());
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(if no_logging {
         log::LevelFilter::Off
@@ -95,13 +98,25 @@ mod tests {
 
     #[test]
     fn only_our_crates_log() {
+        let crates = crate::runtimes::log_targets();
+        let ours = |t: &str| ours(&crates, t);
+        assert!(ours(module_path!()));
         assert!(ours("pyroscope::session"));
-        assert!(ours("spy_ruby"));
-        assert!(ours("spy_dotnet::collector"));
-        assert!(ours("spy_python::tids"));
-        assert!(!ours("spytools::process"));
-        assert!(!ours("rbspy::core"));
-        assert!(!ours("py_spy::python_spy"));
+        assert!(ours("spy::procfs"));
+        // Every spy's lines, whatever the runtime: the registry names their crates.
+        for runtime in crate::runtimes::all() {
+            assert!(ours(runtime.log_target()), "{}", runtime.spy_name());
+            assert!(ours(&format!("{}::module", runtime.log_target())));
+        }
+        // Libraries the spies and the uploader use.
+        for library in [
+            "spytools::process",
+            "remoteprocess::linux",
+            "goblin::elf",
+            "reqwest::connect",
+        ] {
+            assert!(!ours(library), "{library}");
+        }
     }
 
     #[test]

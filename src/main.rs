@@ -1,9 +1,8 @@
-use clap::Parser;
-use pyroscope::cli::{normalize_args, Cli, Command};
+use pyroscope::cli::{self, Command};
 use pyroscope::commands::{self, Outcome};
 
 fn main() {
-    let cli = match normalize_args(std::env::args_os().collect()).and_then(Cli::try_parse_from) {
+    let cli = match cli::parse(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => {
             // --help / --version exit 0; usage errors exit with clap's code (2).
@@ -16,7 +15,7 @@ fn main() {
     };
     match result {
         Ok(Outcome::Exit(code)) => std::process::exit(code),
-        Ok(Outcome::DieBySignal(sig)) => pyroscope::signals::die_by_signal(sig),
+        Ok(Outcome::DieBySignal(sig)) => pyroscope::process::signals::die_by_signal(sig),
         Err(e) => {
             commands::log_fatal(&format!("{e:#}"));
             std::process::exit(pyroscope::errors::EXIT_AGENT_ERROR);

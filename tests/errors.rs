@@ -26,8 +26,10 @@ fn missing_pid_is_a_usage_error() {
     assert!(r.stderr.contains("--pid"));
 }
 
+/// `connect` to a process that runs none of the runtimes: one error naming them all; and with
+/// each spy forced on it, one error naming that runtime. Exit 1, no panic, every time.
 #[test]
-fn not_a_python_process() {
+fn a_process_of_no_known_runtime() {
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     let pid = sleeper.id().to_string();
     let r = quick(&["connect", "--pid", &pid]);
@@ -37,14 +39,20 @@ fn not_a_python_process() {
         line.contains("is not a Python, Ruby or .NET process"),
         "{line}"
     );
-    // Forcing the spy still fails cleanly.
-    let r = quick(&["connect", "--pid", &pid, "--spy-name", "pyspy"]);
-    assert_eq!(r.code, Some(1));
-    assert!(
-        error_line(&r).contains("does not look like a Python process"),
-        "{}",
-        r.stderr
-    );
+    let forced = [
+        ("pyspy", "does not look like a Python process"),
+        ("rbspy", "does not look like a Ruby process"),
+        ("dotnetspy", "does not look like a .NET process"),
+    ];
+    // A runtime added to the registry must be added here too.
+    let spies: Vec<&str> = forced.iter().map(|(spy, _)| *spy).collect();
+    assert_eq!(spies, pyroscope::runtimes::spy_names());
+    for (spy, expected) in forced {
+        let r = quick(&["connect", "--pid", &pid, "--spy-name", spy]);
+        assert_eq!(r.code, Some(1), "{spy}: {}", r.stderr);
+        let line = error_line(&r);
+        assert!(line.contains(expected), "{spy}: {line}");
+    }
     sleeper.kill().unwrap();
     let _ = sleeper.wait();
 }

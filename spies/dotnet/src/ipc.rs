@@ -61,8 +61,8 @@ fn io(what: &str, e: std::io::Error) -> IpcError {
 /// `$TMPDIR/dotnet-diagnostic-{pid}-{starttime}-socket` with its own TMPDIR, its own pid (the
 /// one in its pid namespace) and its own file system (reached through `/proc/PID/root`).
 pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
-    let nspid = namespace_pid(pid).unwrap_or(pid);
-    let tmpdir = env_var(pid, "TMPDIR")
+    let nspid = spy::procfs::namespace_pid(pid).unwrap_or(pid);
+    let tmpdir = spy::procfs::env_var(pid, "TMPDIR")
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "/tmp".into());
     let dir = PathBuf::from(format!("/proc/{pid}/root")).join(tmpdir.trim_start_matches('/'));
@@ -73,7 +73,7 @@ pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
         }
         _ => IpcError::NoSocket(format!("cannot list {}: {e}", dir.display())),
     })?;
-    let start_time = start_time(pid);
+    let start_time = spy::procfs::stat(pid).map(|s| s.start_time.to_string());
     let mut found: Vec<(bool, std::time::SystemTime, PathBuf)> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -134,37 +134,6 @@ fn check_access(socket: &std::path::Path) -> Result<(), IpcError> {
          run pyroscope as uid {owner} (the process's user) or as root",
         socket.display()
     )))
-}
-
-/// The pid of `pid` inside its own pid namespace (last field of `NSpid:`).
-fn namespace_pid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
-}
-
-/// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
-fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    // Fields from 3 on; the start time is field 22.
-    after.split_whitespace().nth(19).map(str::to_string)
-}
-
-/// One variable of the process's environment (as it was at exec).
-pub fn env_var(pid: u32, name: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|&b| b == 0).find_map(|kv| {
-        let kv = String::from_utf8_lossy(kv);
-        kv.strip_prefix(name)
-            .and_then(|r| r.strip_prefix('='))
-            .map(str::to_string)
-    })
 }
 
 /// A growing IPC payload.
@@ -423,12 +392,5 @@ mod tests {
         want.extend_from_slice(&[2, 0, 0, 0, b'P', 0, 0, 0]);
         want.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(p.0, want);
-    }
-
-    #[test]
-    fn own_start_time_is_field_22() {
-        let t = start_time(std::process::id()).unwrap();
-        assert!(t.parse::<u64>().unwrap() > 0);
-        assert_eq!(namespace_pid(std::process::id()), Some(std::process::id()));
     }
 }

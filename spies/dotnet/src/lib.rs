@@ -16,8 +16,6 @@ use spy::{AttachError, AttachOptions, Pauser, Runtime, SampleError, Spy, Stack};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub const SPY_NAME: &str = "dotnetspy";
-
 /// EventPipe buffer in the target (MB): what the runtime may hold while the agent is behind.
 const BUFFER_MB: u32 = 64;
 
@@ -51,13 +49,13 @@ pub fn runtime_version(coreclr_path: &str) -> Option<String> {
 fn disabled_by_environment(pid: u32) -> Option<String> {
     ["COMPlus_EnableDiagnostics", "DOTNET_EnableDiagnostics"]
         .into_iter()
-        .find(|v| ipc::env_var(pid, v).as_deref() == Some("0"))
+        .find(|v| spy::procfs::env_var(pid, v).as_deref() == Some("0"))
         .map(|v| format!("{v}=0"))
 }
 
 impl Runtime for DotNet {
     fn spy_name(&self) -> &'static str {
-        SPY_NAME
+        "dotnetspy"
     }
 
     fn runtime_name(&self) -> &'static str {
@@ -65,19 +63,32 @@ impl Runtime for DotNet {
     }
 
     fn detect(&self, pid: u32) -> bool {
-        spy::maps_library(pid, is_coreclr)
+        spy::procfs::maps_file(pid, is_coreclr)
     }
 
     fn release_from_tracer(&self) -> bool {
         true
     }
 
+    /// `shop` for `dotnet shop.dll` (also `dotnet exec shop.dll`, `dotnet --roll-forward Major
+    /// shop.dll`): the managed assembly being run.
+    fn app_name(&self, argv: &[String]) -> Option<String> {
+        let exe = argv.first()?;
+        if exe.rsplit('/').next() != Some("dotnet") {
+            return None;
+        }
+        argv[1..]
+            .iter()
+            .find(|a| !a.starts_with('-') && is_managed_image(a))
+            .map(|a| spy::program_name(a))
+    }
+
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
-        if !spy::process_alive(pid) {
+        if !spy::procfs::alive(pid) {
             return Err(AttachError::Gone);
         }
-        let Some(coreclr) = spy::mapped_library(pid, is_coreclr) else {
-            let exe = spy::exe_name(pid).unwrap_or_default();
+        let Some(coreclr) = spy::procfs::mapped_file(pid, is_coreclr) else {
+            let exe = spy::procfs::exe_name(pid).unwrap_or_default();
             return Err(AttachError::WrongRuntime(format!(
                 "{exe} does not map libcoreclr.so"
             )));
@@ -190,7 +201,7 @@ fn read_session(
     }
     shared.lock().expect("not poisoned").session = Some((session, stream));
     let mut collector = Collector::new(Weighting::Period { period_ns }, wall_clock).with_images(
-        Box::new(move || spy::executable_mappings(pid, is_managed_image)),
+        Box::new(move || spy::procfs::executable_mappings(pid, is_managed_image)),
     );
     // Then one rundown: the methods that existed before the session started.
     if let Err(e) = rundown(socket, &mut collector) {
@@ -275,14 +286,6 @@ struct DotNetProcessSpy {
 }
 
 impl Spy for DotNetProcessSpy {
-    fn name(&self) -> &'static str {
-        SPY_NAME
-    }
-
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
     fn describe(&self) -> String {
         match &self.version {
             Some(v) => format!(".NET {v} (CoreCLR)"),
@@ -298,7 +301,7 @@ impl Spy for DotNetProcessSpy {
         let mut s = self.reader.shared.lock().expect("not poisoned");
         out.append(&mut s.ready);
         let Some(ended) = &s.ended else { return Ok(()) };
-        if !spy::process_alive(self.pid) {
+        if !spy::procfs::alive(self.pid) {
             return Err(SampleError::Gone);
         }
         // A runtime that shuts down ends its sessions first and exits a moment later: give it

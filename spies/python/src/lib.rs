@@ -14,13 +14,12 @@ mod tids;
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy};
 use spy::{
-    AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates,
+    AttachError, AttachOptions, Frame, OnCpuSpy, Runtime, SampleError, Spy, Stack, StackReader,
+    ThreadActivity,
 };
 
 /// The Python runtime: detection and attaching.
 pub struct Python;
-
-pub const SPY_NAME: &str = "pyspy";
 
 /// Whether an executable basename names a CPython interpreter (`python`, `python3`,
 /// `python3.11`, `python2.7`, `python3.13d`, ...).
@@ -39,7 +38,7 @@ pub fn is_libpython(name: &str) -> bool {
 
 impl Runtime for Python {
     fn spy_name(&self) -> &'static str {
-        SPY_NAME
+        "pyspy"
     }
 
     fn runtime_name(&self) -> &'static str {
@@ -47,8 +46,21 @@ impl Runtime for Python {
     }
 
     fn detect(&self, pid: u32) -> bool {
-        spy::exe_name(pid).is_some_and(|n| is_python_exe(&n))
-            || spy::maps_library(pid, is_libpython)
+        spy::procfs::exe_name(pid).is_some_and(|n| is_python_exe(&n))
+            || spy::procfs::maps_file(pid, is_libpython)
+    }
+
+    fn can_pause(&self) -> bool {
+        true
+    }
+
+    /// `app` for `python app.py`, the module for `python -m module`, none for `python -c code`.
+    fn app_name(&self, argv: &[String]) -> Option<String> {
+        let exe = argv.first()?;
+        if !is_python_exe(exe.rsplit('/').next().unwrap_or(exe)) {
+            return None;
+        }
+        spy::launched_program(&argv[1..], "-c", Some("-m"))
     }
 
     fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
@@ -59,55 +71,60 @@ impl Runtime for Python {
             collect_thread_names: false,
             ..Config::default()
         };
-        let inner = PythonSpy::new(pid as py_spy::Pid, &config).map_err(|e| classify(pid, &e))?;
-        let version = inner.version.to_string();
-        let mut spy = PythonProcessSpy {
-            pid,
-            inner,
-            version,
-            states: ThreadStates::new(pid),
-            gil_fast_path: GilFastPath::default(),
-            tids: tids::TidMap::default(),
-        };
+        let mut inner =
+            PythonSpy::new(pid as py_spy::Pid, &config).map_err(|e| classify(pid, &e))?;
         // The interpreter may exist before its first thread state does: only call the spy ready
         // once a read succeeds.
-        read_traces(&mut spy.inner, false, false).map_err(|e| classify(pid, &e))?;
-        Ok(Box::new(spy))
+        read_traces(&mut inner, false, false).map_err(|e| classify(pid, &e))?;
+        Ok(Box::new(OnCpuSpy::new(
+            pid,
+            PythonReader {
+                pid,
+                version: inner.version.to_string(),
+                inner,
+                gil_fast_path: GilFastPath::default(),
+                tids: tids::TidMap::default(),
+            },
+        )))
     }
 }
 
-/// Sorts a py-spy error into what the agent does next.
+/// The OS error at the root of a py-spy error, where py-spy kept it typed (an `io::Error`, or
+/// remoteprocess's wrapping of one or of a nix errno).
+fn os_error(err: &anyhow::Error) -> Option<i32> {
+    err.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return e.raw_os_error();
+        }
+        match cause.downcast_ref::<remoteprocess::Error>()? {
+            remoteprocess::Error::IOError(e) => e.raw_os_error(),
+            remoteprocess::Error::NixError(e) => Some(*e as i32),
+            _ => None,
+        }
+    })
+}
+
+/// Sorts a py-spy attach error into what the agent does next.
 fn classify(pid: u32, err: &anyhow::Error) -> AttachError {
-    if !spy::process_alive(pid) {
+    if !spy::procfs::alive(pid) {
         return AttachError::Gone;
     }
     let text = format!("{err:#}");
-    for cause in err.chain() {
-        let io = cause
-            .downcast_ref::<std::io::Error>()
-            .map(|e| e.kind())
-            .or_else(|| match cause.downcast_ref::<remoteprocess::Error>() {
-                Some(remoteprocess::Error::IOError(e)) => Some(e.kind()),
-                _ => None,
-            });
-        if io == Some(std::io::ErrorKind::PermissionDenied) {
-            return AttachError::Permission(text);
-        }
-    }
-    if text.contains("Operation not permitted") || text.contains("Permission denied") {
+    if matches!(os_error(err), Some(libc::EPERM | libc::EACCES)) {
         return AttachError::Permission(text);
     }
+    // py-spy has no error type for this one: its message is all there is.
     if text.contains("Unsupported version of Python") {
         return AttachError::Unsupported(text);
     }
     AttachError::NotReady(text)
 }
 
-struct PythonProcessSpy {
+/// Reads one CPython process with py-spy's `PythonSpy`.
+struct PythonReader {
     pid: u32,
     inner: PythonSpy,
     version: String,
-    states: ThreadStates,
     gil_fast_path: GilFastPath,
     tids: tids::TidMap,
 }
@@ -128,73 +145,73 @@ fn read_traces(
     inner.get_stack_traces()
 }
 
-impl Spy for PythonProcessSpy {
-    fn name(&self) -> &'static str {
-        SPY_NAME
-    }
+/// What one read brought back, and whether reading only the GIL holder was tried and worked.
+struct Traces {
+    traces: anyhow::Result<Vec<py_spy::StackTrace>>,
+    fast_hit: Option<bool>,
+}
 
-    fn pid(&self) -> u32 {
-        self.pid
-    }
+impl StackReader for PythonReader {
+    type Raw = Traces;
 
     fn describe(&self) -> String {
         format!("CPython {}", self.version)
     }
 
-    fn sample(
+    fn read(&mut self, activity: &ThreadActivity, locked: bool) -> Traces {
+        // A CPU profile only wants the threads that are running.
+        let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
+        let (only_running, second) = (running.next(), running.next());
+        if second.is_none() && self.gil_fast_path.enabled() {
+            // One running thread: if it holds the GIL, its stack is the whole sample, and
+            // py-spy skips its own /proc scan and every idle thread's stack.
+            let traces = match read_traces(&mut self.inner, locked, true) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Traces {
+                        traces: Err(e),
+                        fast_hit: None,
+                    }
+                }
+            };
+            let hit = traces.len() == 1 && {
+                let t = &traces[0];
+                t.os_thread_id
+                    .map(|t| t as u32)
+                    .or_else(|| self.tids.lookup(&self.inner.process, t.thread_id, activity))
+                    == only_running
+            };
+            if hit {
+                return Traces {
+                    traces: Ok(traces),
+                    fast_hit: Some(true),
+                };
+            }
+            return Traces {
+                traces: read_traces(&mut self.inner, locked, false),
+                fast_hit: Some(false),
+            };
+        }
+        Traces {
+            traces: read_traces(&mut self.inner, locked, false),
+            fast_hit: None,
+        }
+    }
+
+    fn stacks(
         &mut self,
-        pauser: Option<&mut dyn Pauser>,
+        raw: Traces,
+        activity: &ThreadActivity,
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError> {
-        // Thread states first (a paused thread always looks idle). They also decide how much
-        // memory must be read: a CPU profile only wants the threads that are running.
-        let activity = self.states.read().map_err(|_| SampleError::Gone)?;
-        let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
-        let (first, second) = (running.next(), running.next());
-        let Some(only_running) = first else {
-            // Nothing on CPU: nothing to read.
-            return Ok(());
-        };
-        let try_gil_only = second.is_none() && self.gil_fast_path.enabled();
-        let (inner, tids, pid) = (&mut self.inner, &mut self.tids, self.pid);
-        let mut fast_hit = None;
-        let mut read = |locked: bool| -> anyhow::Result<Vec<py_spy::StackTrace>> {
-            if try_gil_only {
-                // One running thread: if it holds the GIL, its stack is the whole sample, and
-                // py-spy skips its own /proc scan and every idle thread's stack.
-                let traces = read_traces(inner, locked, true)?;
-                let hit = traces.len() == 1 && {
-                    let t = &traces[0];
-                    t.os_thread_id
-                        .map(|t| t as u32)
-                        .or_else(|| tids.lookup(&inner.process, t.thread_id, activity))
-                        == Some(only_running)
-                };
-                fast_hit = Some(hit);
-                if hit {
-                    return Ok(traces);
-                }
-            }
-            read_traces(inner, locked, false)
-        };
-        let traces = match pauser {
-            Some(p) => {
-                let mut result = None;
-                p.paused(pid, &mut || result = Some(read(true)))
-                    .map_err(SampleError::Other)?;
-                result.unwrap_or_else(|| Err(anyhow::anyhow!("process could not be paused")))
-            }
-            None => read(false),
-        };
-        if let Some(hit) = fast_hit {
+        if let Some(hit) = raw.fast_hit {
             self.gil_fast_path.record(hit, self.pid);
         }
-        let traces = traces.map_err(|e| {
-            let text = format!("{e:#}");
-            if text.contains("No such process") || !spy::process_alive(self.pid) {
+        let traces = raw.traces.map_err(|e| {
+            if os_error(&e) == Some(libc::ESRCH) || !spy::procfs::alive(self.pid) {
                 SampleError::Gone
             } else {
-                SampleError::Other(text)
+                SampleError::Other(format!("{e:#}"))
             }
         })?;
         for trace in traces {
@@ -272,6 +289,44 @@ fn looks_idle(trace: &py_spy::StackTrace) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_classified_by_type() {
+        let me = std::process::id();
+        let os = |errno| {
+            anyhow::Error::new(remoteprocess::Error::IOError(
+                std::io::Error::from_raw_os_error(errno),
+            ))
+            .context("Failed to copy PyThreadState head pointer")
+        };
+        assert!(matches!(
+            classify(me, &os(libc::EPERM)),
+            AttachError::Permission(m) if m.contains("Failed to copy")
+        ));
+        assert!(matches!(
+            classify(
+                me,
+                &anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EACCES))
+            ),
+            AttachError::Permission(_)
+        ));
+        let nix = anyhow::Error::new(remoteprocess::Error::NixError(nix::errno::Errno::EPERM));
+        assert!(matches!(classify(me, &nix), AttachError::Permission(_)));
+        assert!(matches!(
+            classify(
+                me,
+                &anyhow::anyhow!("Unsupported version of Python: 3.99.7")
+            ),
+            AttachError::Unsupported(_)
+        ));
+        // Interpreter not initialised yet: tried again.
+        assert!(matches!(
+            classify(me, &os(libc::EFAULT)),
+            AttachError::NotReady(_)
+        ));
+        assert_eq!(classify(999_999_999, &os(libc::EPERM)), AttachError::Gone);
+        assert_eq!(os_error(&os(libc::ESRCH)), Some(libc::ESRCH));
+    }
 
     #[test]
     fn python_exe_names() {

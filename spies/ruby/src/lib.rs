@@ -17,10 +17,9 @@ mod version;
 
 use rbspy::RubySpy;
 use spy::{
-    AttachError, AttachOptions, Frame, Pauser, Runtime, SampleError, Spy, Stack, ThreadStates,
+    AttachError, AttachOptions, Frame, OnCpuSpy, Runtime, SampleError, Spy, Stack, StackReader,
+    ThreadActivity,
 };
-
-pub const SPY_NAME: &str = "rbspy";
 
 pub struct Ruby;
 
@@ -39,7 +38,7 @@ pub fn is_libruby(name: &str) -> bool {
 
 impl Runtime for Ruby {
     fn spy_name(&self) -> &'static str {
-        SPY_NAME
+        "rbspy"
     }
 
     fn runtime_name(&self) -> &'static str {
@@ -47,15 +46,29 @@ impl Runtime for Ruby {
     }
 
     fn detect(&self, pid: u32) -> bool {
-        spy::exe_name(pid).is_some_and(|n| is_ruby_exe(&n)) || spy::maps_library(pid, is_libruby)
+        spy::procfs::exe_name(pid).is_some_and(|n| is_ruby_exe(&n))
+            || spy::procfs::maps_file(pid, is_libruby)
+    }
+
+    fn can_pause(&self) -> bool {
+        true
+    }
+
+    /// `worker` for `ruby worker.rb`; none for `ruby -e code`.
+    fn app_name(&self, argv: &[String]) -> Option<String> {
+        let exe = argv.first()?;
+        if !is_ruby_exe(exe.rsplit('/').next().unwrap_or(exe)) {
+            return None;
+        }
+        spy::launched_program(&argv[1..], "-e", None)
     }
 
     fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
-        if !spy::process_alive(pid) {
+        if !spy::procfs::alive(pid) {
             return Err(AttachError::Gone);
         }
         if !self.detect(pid) {
-            let exe = spy::exe_name(pid).unwrap_or_default();
+            let exe = spy::procfs::exe_name(pid).unwrap_or_default();
             return Err(AttachError::WrongRuntime(format!(
                 "{exe} neither is ruby nor maps libruby"
             )));
@@ -74,7 +87,7 @@ impl Runtime for Ruby {
         // on_cpu_only is off in rbspy: the on-CPU test is ours (thread states read before any
         // pause; rbspy's own test inside a pause would see every thread stopped).
         let inner = RubySpy::new(pid as rbspy::Pid, forced.map(str::to_string), false).map_err(|e| match forced {
-            _ if !spy::process_alive(pid) => AttachError::Gone,
+            _ if !spy::procfs::alive(pid) => AttachError::Gone,
             // The version was read, so libruby is loaded: another release's layout that finds
             // no VM in it does not fit.
             Some(known) => AttachError::Unsupported(format!(
@@ -95,27 +108,23 @@ impl Runtime for Ruby {
             inconclusive: 0,
             failed: 0,
         });
-        Ok(Box::new(RubyProcessSpy {
+        Ok(Box::new(OnCpuSpy::new(
             pid,
-            inner,
-            states: ThreadStates::new(pid),
-            cwd: cwd_of(pid),
-            version: running,
-            unverified,
-        }))
+            RubyReader {
+                pid,
+                inner,
+                cwd: spy::procfs::cwd(pid),
+                version: running,
+                unverified,
+            },
+        )))
     }
 }
 
-fn cwd_of(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/cwd"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-struct RubyProcessSpy {
+/// Reads one MRI process with rbspy's `RubySpy`.
+struct RubyReader {
     pid: u32,
     inner: RubySpy,
-    states: ThreadStates,
     cwd: Option<String>,
     version: String,
     /// Set while a version fallback is on trial.
@@ -160,14 +169,8 @@ fn looks_sane(trace: &rbspy::StackTrace) -> Result<bool, String> {
 /// Stacks with no Ruby code at all after which a fallback layout is given up.
 const INCONCLUSIVE_STACKS_ALLOWED: u32 = 200;
 
-impl Spy for RubyProcessSpy {
-    fn name(&self) -> &'static str {
-        SPY_NAME
-    }
-
-    fn pid(&self) -> u32 {
-        self.pid
-    }
+impl StackReader for RubyReader {
+    type Raw = anyhow::Result<Option<rbspy::StackTrace>>;
 
     fn describe(&self) -> String {
         match &self.unverified {
@@ -176,32 +179,25 @@ impl Spy for RubyProcessSpy {
         }
     }
 
-    fn sample(
+    /// The stack of the thread holding the GVL (rbspy reads that one only).
+    fn read(&mut self, _: &ThreadActivity, _paused: bool) -> Self::Raw {
+        // Never rbspy's own lock: under a pause the agent already holds the process.
+        self.inner.get_stack_trace(false)
+    }
+
+    fn stacks(
         &mut self,
-        pauser: Option<&mut dyn Pauser>,
+        result: Self::Raw,
+        _: &ThreadActivity,
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError> {
-        // Thread states first (a paused thread always looks idle): nothing running, nothing to read.
-        let activity = self.states.read().map_err(|_| SampleError::Gone)?;
-        if !activity.values().any(|&running| running) {
-            return Ok(());
-        }
-        let (inner, pid) = (&mut self.inner, self.pid);
-        let result = match pauser {
-            Some(p) => {
-                let mut result = None;
-                p.paused(pid, &mut || result = Some(inner.get_stack_trace(false)))
-                    .map_err(SampleError::Other)?;
-                result.unwrap_or_else(|| Err(anyhow::anyhow!("process could not be paused")))
-            }
-            None => inner.get_stack_trace(false),
-        };
+        let pid = self.pid;
         let trace = match result {
             Ok(Some(trace)) if !trace.trace.is_empty() => trace,
             Ok(_) => return Ok(()),
             Err(e) => {
                 if matches!(e.downcast_ref(), Some(rbspy::MemoryCopyError::ProcessEnded))
-                    || !spy::process_alive(pid)
+                    || !spy::procfs::alive(pid)
                 {
                     return Err(SampleError::Gone);
                 }

@@ -69,23 +69,14 @@ pub fn fallback(version: &str) -> Option<Option<&'static str>> {
 /// Reads the `ruby_version` string out of the running process: the symbol is looked up in
 /// libruby (or the executable, for a static ruby) and read from memory.
 pub fn read(pid: u32) -> Result<String, String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|e| format!("reading maps: {e}"))?;
+    let maps = spy::procfs::maps(pid).map_err(|e| format!("reading maps: {e}"))?;
     // (start address, file offset, path) of every file mapping.
     let mappings: Vec<(u64, u64, &str)> = maps
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let path = *f.get(5)?;
-            if !path.starts_with('/') {
-                return None;
-            }
-            let start = u64::from_str_radix(f[0].split('-').next()?, 16).ok()?;
-            let offset = u64::from_str_radix(f[2], 16).ok()?;
-            Some((start, offset, path))
-        })
+        .iter()
+        .filter(|m| m.path.starts_with('/'))
+        .map(|m| (m.start, m.offset, m.path.as_str()))
         .collect();
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+    let exe = spy::procfs::exe(pid)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut candidates: Vec<&str> = mappings

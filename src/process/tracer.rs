@@ -5,18 +5,13 @@
 //! All ptrace calls happen on the thread that seized the child (the session's thread): the kernel
 //! accepts ptrace requests only from the tracing thread.
 
+use super::exit::{wait, Exit, Status};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
+use spy::PauseError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -68,53 +63,6 @@ pub struct Tracer {
 }
 
 const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
-
-/// A wait status, with signals as plain numbers. (nix's `WaitStatus` cannot represent real-time
-/// signals: its `waitpid` consumes such a stop and returns EINVAL, which would leave the tracee
-/// stopped forever. CoreCLR suspends threads with SIGRTMIN, and any program may use them.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Exited(Pid, i32),
-    Signaled(Pid, i32),
-    /// Signal-delivery stop (or group stop without PTRACE_SEIZE).
-    Stopped(Pid, i32),
-    /// `PTRACE_EVENT_*` stop: the signal and the event.
-    PtraceEvent(Pid, i32, i32),
-    PtraceSyscall(Pid),
-    Continued(Pid),
-    /// WNOHANG and nothing to report.
-    StillAlive,
-}
-
-/// `waitpid` (`pid` None: any child) decoding the status by hand.
-pub fn wait(pid: Option<Pid>, flags: libc::c_int) -> Result<Status, Errno> {
-    let mut status: libc::c_int = 0;
-    let r = unsafe { libc::waitpid(pid.map_or(-1, Pid::as_raw), &mut status, flags) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    if r == 0 {
-        return Ok(Status::StillAlive);
-    }
-    let pid = Pid::from_raw(r);
-    Ok(if libc::WIFEXITED(status) {
-        Status::Exited(pid, libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Status::Signaled(pid, libc::WTERMSIG(status))
-    } else if libc::WIFSTOPPED(status) {
-        let sig = libc::WSTOPSIG(status);
-        let event = (status >> 16) & 0xff;
-        if event != 0 {
-            Status::PtraceEvent(pid, sig, event)
-        } else if sig == libc::SIGTRAP | 0x80 {
-            Status::PtraceSyscall(pid)
-        } else {
-            Status::Stopped(pid, sig)
-        }
-    } else {
-        Status::Continued(pid)
-    })
-}
 
 /// `PTRACE_CONT` delivering `sig` (any number, real-time ones included).
 fn ptrace_cont(tid: Pid, sig: Option<i32>) -> Result<(), Errno> {
@@ -176,6 +124,12 @@ impl Tracer {
 
     /// Handles every pending wait status; returns the events that matter to the session.
     pub fn drain(&mut self) -> Vec<Event> {
+        self.poll();
+        std::mem::take(&mut self.events)
+    }
+
+    /// Handles every pending wait status, keeping the events for the next [`drain`](Self::drain).
+    pub fn poll(&mut self) {
         loop {
             match wait(None, libc::WNOHANG | libc::__WALL) {
                 Ok(Status::StillAlive) => break,
@@ -184,7 +138,6 @@ impl Tracer {
                 Err(_) => break,
             }
         }
-        std::mem::take(&mut self.events)
     }
 
     fn tgid_of(&self, tid: Pid) -> Pid {
@@ -385,7 +338,7 @@ impl Tracer {
     }
 
     /// Stops every thread of `pid` (for a consistent read) and returns once all are stopped.
-    pub fn pause(&mut self, pid: Pid, timeout: Duration) -> Result<(), String> {
+    pub fn pause(&mut self, pid: Pid, timeout: Duration) -> Result<(), PauseError> {
         let tids: Vec<Pid> = self
             .tracees
             .iter()
@@ -418,19 +371,19 @@ impl Tracer {
                             t.state = State::Running;
                         }
                         self.resume(pid);
-                        return Err("threads did not stop in time".into());
+                        return Err(PauseError::Failed("threads did not stop in time".into()));
                     }
                     std::thread::sleep(Duration::from_micros(20));
                 }
                 Ok(status) => self.handle(status),
                 Err(Errno::EINTR) => {}
-                Err(e) => return Err(format!("waitpid: {e}")),
+                Err(e) => return Err(PauseError::Failed(format!("waitpid: {e}"))),
             }
         }
         if self.processes.contains(&pid) {
             Ok(())
         } else {
-            Err("process exited".into())
+            Err(PauseError::Gone)
         }
     }
 
@@ -441,7 +394,7 @@ impl Tracer {
 
     /// Stops tracing `pid` (all its threads), delivering any signal that arrived meanwhile. Its
     /// exit is still reported when it is our child; its new subprocesses are not seen anymore.
-    pub fn release(&mut self, pid: Pid) -> Result<(), String> {
+    pub fn release(&mut self, pid: Pid) -> Result<(), PauseError> {
         self.pause(pid, Duration::from_millis(500))?;
         let threads: Vec<(Pid, Option<i32>)> = self
             .tracees
@@ -490,7 +443,7 @@ impl Tracer {
 pub struct TracerPauser<'a>(pub &'a mut Tracer);
 
 impl spy::Pauser for TracerPauser<'_> {
-    fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), String> {
+    fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), PauseError> {
         let pid = Pid::from_raw(pid as i32);
         self.0.pause(pid, Duration::from_millis(200))?;
         read();
@@ -500,26 +453,17 @@ impl spy::Pauser for TracerPauser<'_> {
 }
 
 fn read_tgid(tid: Pid) -> Option<Pid> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .map(Pid::from_raw)
+    spy::procfs::tgid(tid.as_raw() as u32).map(|t| Pid::from_raw(t as i32))
 }
 
 /// Whether `sig` is pending for process `pid` (shared or main-thread pending set).
 pub fn signal_pending(pid: Pid, sig: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+    let Some(status) = spy::procfs::Status::read(pid.as_raw() as u32) else {
         return false;
     };
     let bit = 1u64 << (sig - 1);
-    status
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("ShdPnd:")
-                .or_else(|| l.strip_prefix("SigPnd:"))
-        })
-        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+    ["ShdPnd", "SigPnd"]
+        .into_iter()
+        .filter_map(|key| u64::from_str_radix(status.field(key)?, 16).ok())
         .any(|mask| mask & bit != 0)
 }

@@ -9,15 +9,14 @@
 //!   server's message.
 //! * [`Uploader::finish`] flushes what is queued, bounded by a deadline.
 
+use super::aggregate::Profile;
+use super::push::{self, Labels};
 use crate::config::{Auth, UploadSettings};
 use crate::logging::RateLimit;
-use crate::pprof::{LabelPair, PushRequest, RawProfileSeries, RawSample};
-use crate::profile::Profile;
-use prost::Message;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Windows waiting in the uploader (60 = 10 minutes of data).
 const MAX_QUEUE: usize = 60;
@@ -25,14 +24,6 @@ const MAX_QUEUE: usize = 60;
 const MAX_AGE: Duration = Duration::from_secs(50 * 60);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// What every upload is labelled with.
-#[derive(Clone, Debug)]
-pub struct Labels {
-    pub app_name: String,
-    pub tags: BTreeMap<String, String>,
-    pub sample_rate: u32,
-}
 
 enum Msg {
     Profile(Profile),
@@ -237,7 +228,7 @@ impl Worker {
     fn attempt(&mut self, job: &mut Job, deadline: Option<Instant>) -> Outcome {
         let pprof = job
             .body
-            .get_or_insert_with(|| crate::pprof::to_pprof_gz(&job.profile))
+            .get_or_insert_with(|| super::pprof::to_pprof_gz(&job.profile))
             .clone();
         loop {
             let route = self.route;
@@ -290,60 +281,16 @@ impl Worker {
     }
 
     fn push_request(&self, spy_name: &str, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
-        let mut labels: Vec<LabelPair> = vec![
-            LabelPair {
-                name: "__name__".into(),
-                value: "process_cpu".into(),
-            },
-            LabelPair {
-                name: "service_name".into(),
-                value: self.labels.app_name.clone(),
-            },
-            LabelPair {
-                name: "pyroscope_spy".into(),
-                value: spy_name.to_string(),
-            },
-        ];
-        labels.extend(self.labels.tags.iter().map(|(k, v)| LabelPair {
-            name: k.clone(),
-            value: v.clone(),
-        }));
-        labels.sort_by(|a, b| a.name.cmp(&b.name));
-        let req = PushRequest {
-            series: vec![RawProfileSeries {
-                labels,
-                samples: vec![RawSample {
-                    raw_profile: pprof_gz,
-                    id: uuid::Uuid::new_v4().to_string(),
-                }],
-            }],
-        };
         self.client
-            .post(self.endpoint("push.v1.PusherService/Push"))
+            .post(self.endpoint(push::PUSH_PATH))
             .header("Content-Type", "application/proto")
-            .body(req.encode_to_vec())
+            .body(push::push_body(&self.labels, spy_name, pprof_gz))
     }
 
     fn ingest_request(&self, p: &Profile, pprof_gz: Vec<u8>) -> reqwest::blocking::RequestBuilder {
-        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let from = secs(p.start).as_secs();
-        let end = secs(p.end);
-        let until = end.as_secs() + u64::from(end.subsec_nanos() > 0);
-        let tags: Vec<String> = self
-            .labels
-            .tags
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let name = format!("{}{{{}}}", self.labels.app_name, tags.join(","));
-        let mut url = self.endpoint("ingest");
+        let mut url = self.endpoint(push::INGEST_PATH);
         url.query_pairs_mut()
-            .append_pair("name", &name)
-            .append_pair("from", &from.to_string())
-            .append_pair("until", &until.max(from + 1).to_string())
-            .append_pair("format", "pprof")
-            .append_pair("sampleRate", &self.labels.sample_rate.to_string())
-            .append_pair("spyName", p.spy_name);
+            .extend_pairs(push::ingest_query(&self.labels, p));
         self.client
             .post(url)
             .header("Content-Type", "application/octet-stream")

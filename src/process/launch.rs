@@ -54,9 +54,9 @@ impl std::fmt::Display for LaunchError {
 
 pub struct Launched {
     pub pid: Pid,
-    /// False when `PTRACE_SEIZE` was refused: the child runs anyway, the agent falls back to
-    /// scanning `/proc`.
-    pub traced: bool,
+    /// Why `PTRACE_SEIZE` was refused, when it was: the child runs anyway, the agent falls back
+    /// to scanning `/proc`.
+    pub untraced: Option<nix::errno::Errno>,
 }
 
 /// Finds the program like `execvp` would (PATH search when it has no slash).
@@ -104,7 +104,7 @@ pub fn credentials(
     group: Option<&str>,
     no_root_drop: bool,
 ) -> anyhow::Result<Option<Credentials>> {
-    use crate::users;
+    use super::users;
     let mut uid_gid: Option<(u32, u32, String)> = None;
     if nix::unistd::Uid::effective().is_root() && !no_root_drop {
         if let (Ok(u), Ok(g)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID")) {
@@ -246,16 +246,7 @@ pub fn spawn(
         libc::close(go_r);
         libc::close(err_w);
     }
-    let traced = match ptrace::seize(child, options) {
-        Ok(()) => true,
-        Err(e) => {
-            log::warn!(
-                "cannot trace the child (ptrace: {e}): it runs unprofiled until its Python starts, subprocesses are found by scanning /proc, and --pyspy-blocking is off. {}",
-                crate::errors::PTRACE_HINT
-            );
-            false
-        }
-    };
+    let untraced = ptrace::seize(child, options).err();
     unsafe {
         libc::write(go_w, [1u8].as_ptr() as *const libc::c_void, 1);
         libc::close(go_w);
@@ -281,7 +272,10 @@ pub fn spawn(
     }
     unsafe { libc::close(err_r) };
     if got == 0 {
-        return Ok(Launched { pid: child, traced });
+        return Ok(Launched {
+            pid: child,
+            untraced,
+        });
     }
     // The child failed and exits: reap it so it does not linger.
     let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::__WALL));

@@ -1,7 +1,7 @@
 //! Local output: the whole run's profile written at exit, one [`Outputter`] per format
 //! (after rbspy's `ui/output.rs`). The format comes from the file extension.
 
-use crate::profile::{frame_label, Profile};
+use super::aggregate::{frame_label, Profile};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -128,7 +128,7 @@ struct Pprof;
 
 impl Outputter for Pprof {
     fn write(&self, p: &Profile, _title: &str, out: &mut dyn Write) -> Result<()> {
-        out.write_all(&crate::pprof::to_pprof_gz(p))?;
+        out.write_all(&super::pprof::to_pprof_gz(p))?;
         Ok(())
     }
 }

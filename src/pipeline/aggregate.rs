@@ -1,9 +1,9 @@
-//! Aggregation: samples → interned frames and stacks → windows aligned to wall-clock multiples of
-//! the upload interval, plus (when a local output is wanted) the whole run's totals.
+//! Aggregation: samples → interned frames and stacks → one [`Profile`] per window (cut by
+//! [`super::window`]), plus (when a local output is wanted) the whole run's totals.
 
 use spy::{Frame, Stack};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// A finished aggregate, self-contained (only the frames its stacks use), ready to encode.
 #[derive(Debug, Clone)]
@@ -55,7 +55,6 @@ pub struct Aggregator {
     window: Counts,
     window_spies: HashMap<&'static str, u64>,
     total_spies: HashMap<&'static str, u64>,
-    window_start: SystemTime,
     total: Option<Counts>,
     run_start: SystemTime,
     period_ns: u64,
@@ -70,16 +69,11 @@ impl Aggregator {
             window: HashMap::new(),
             window_spies: HashMap::new(),
             total_spies: HashMap::new(),
-            window_start: start,
             total: keep_total.then(HashMap::new),
             run_start: start,
             period_ns: 1_000_000_000 / u64::from(sample_rate.max(1)),
             scratch: Vec::new(),
         }
-    }
-
-    pub fn window_start(&self) -> SystemTime {
-        self.window_start
     }
 
     /// Adds one sample of one thread, taken by `spy`.
@@ -105,12 +99,12 @@ impl Aggregator {
         }
     }
 
-    /// Closes the current window at `end` and starts the next one there. `None` when the
-    /// window holds no samples (empty profiles are not uploaded).
+    /// The samples added since the last call, as the profile of the window `start..end`; the
+    /// next window starts empty. `None` when the window holds no samples (empty profiles are
+    /// not uploaded).
     pub fn take_window(&mut self, start: SystemTime, end: SystemTime) -> Option<Profile> {
         let counts = std::mem::take(&mut self.window);
         let spies = std::mem::take(&mut self.window_spies);
-        self.window_start = end;
         if counts.is_empty() {
             return None;
         }
@@ -182,20 +176,10 @@ fn bump(counts: &mut Counts, stack: &[u32]) {
     }
 }
 
-/// Start of the aligned interval containing `t`.
-pub fn align_down(t: SystemTime, every: Duration) -> SystemTime {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let n = since.as_nanos() / every.as_nanos();
-    UNIX_EPOCH + Duration::from_nanos((n * every.as_nanos()) as u64)
-}
-
-pub fn unix_nanos(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn f(name: &str) -> Frame {
         Frame {
@@ -249,14 +233,5 @@ mod tests {
         assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");
         assert_eq!(w2.spy_name, "rbspy");
         assert_eq!(a.total(t0).unwrap().total_samples(), 5);
-    }
-
-    #[test]
-    fn alignment() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_007_250);
-        assert_eq!(
-            align_down(t, Duration::from_secs(10)),
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-        );
     }
 }

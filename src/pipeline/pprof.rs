@@ -1,8 +1,8 @@
-//! pprof (`perftools.profiles.Profile`) and Pyroscope push (`push.v1.PushRequest`) messages,
-//! declared with prost derives (field numbers from `profile.proto` and `api/push/v1/push.proto`),
-//! and the encoding of a [`Profile`] as a CPU profile.
+//! pprof (`perftools.profiles.Profile`) messages, declared with prost derives (field numbers
+//! from `profile.proto`), and the encoding of a [`Profile`] as a CPU profile.
 
-use crate::profile::{unix_nanos, Profile};
+use super::aggregate::Profile;
+use super::window::unix_nanos;
 use std::collections::HashMap;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -128,36 +128,6 @@ pub struct Function {
     pub filename: i64,
     #[prost(int64, tag = "5")]
     pub start_line: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PushRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub series: Vec<RawProfileSeries>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RawProfileSeries {
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<LabelPair>,
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<RawSample>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RawSample {
-    #[prost(bytes = "vec", tag = "1")]
-    pub raw_profile: Vec<u8>,
-    #[prost(string, tag = "2")]
-    pub id: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LabelPair {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
 }
 
 /// Interns strings into a pprof string table (index 0 is the empty string).

@@ -8,8 +8,14 @@
 //! * a signal sent to the whole process group (`kill -TERM -PGID`) reached the child directly
 //!   too: the tracer saw it arrive, or it is still pending there, so it is not relayed either;
 //! * everything else (`docker stop`'s SIGTERM to PID 1, `kill PID`, SIGUSR1, SIGHUP...) is.
+//!
+//! A job-control stop of the whole job (Ctrl-Z) stops pyroscope too, so the shell sees its job
+//! stop ([`Relay::mirror_job_stop`]).
 
+use super::tracer::{signal_pending, Tracer};
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
 
 /// Synchronous or uncatchable signals, never blocked or relayed.
 const NOT_RELAYED: [i32; 10] = [
@@ -112,6 +118,96 @@ impl Signals {
             });
         }
         out
+    }
+}
+
+/// Signals that end `connect` (flush and exit).
+pub fn ends_connect(signo: i32) -> bool {
+    matches!(
+        signo,
+        libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+    )
+}
+
+/// Passes pyroscope's signals on to the exec child, exactly once, and mirrors the job's
+/// job-control stops.
+pub struct Relay {
+    child: Pid,
+    /// When the child entered a job-control stop (Ctrl-Z), and when pyroscope itself got a stop
+    /// signal: when both happen, the whole job was stopped and pyroscope stops too, so the shell
+    /// sees its job stop. A stop of the child alone (`kill -STOP child`) is not mirrored.
+    child_job_stop: Option<Instant>,
+    own_stop_signal: Option<Instant>,
+}
+
+impl Relay {
+    pub fn new(child: Pid) -> Relay {
+        Relay {
+            child,
+            child_job_stop: None,
+            own_stop_signal: None,
+        }
+    }
+
+    /// pyroscope got `sig` (under either command).
+    pub fn received(&mut self, sig: Received) {
+        if matches!(sig.signo, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+            self.own_stop_signal = Some(Instant::now());
+        }
+    }
+
+    /// The child entered a stop by `sig` (the tracer saw it).
+    pub fn child_stopped(&mut self, sig: i32) {
+        if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+            self.child_job_stop = Some(Instant::now());
+        }
+    }
+
+    /// Stops pyroscope when the child and pyroscope were both just stopped (the whole job).
+    pub fn mirror_job_stop(&mut self) {
+        let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        if recent(self.child_job_stop) && recent(self.own_stop_signal) {
+            self.child_job_stop = None;
+            self.own_stop_signal = None;
+            log::debug!("the job was stopped (Ctrl-Z): stopping too, as the shell expects");
+            stop_self();
+        }
+    }
+
+    /// Passes `sig` on to the child unless it got it already. Events the tracer sees meanwhile
+    /// stay queued in it for the session.
+    pub fn relay(&mut self, sig: Received, mut tracer: Option<&mut Tracer>) {
+        if sig.from_terminal() {
+            log::debug!(
+                "signal {} came from the terminal: the child got it directly",
+                sig.signo
+            );
+            return;
+        }
+        let window = Duration::from_millis(300);
+        let child = self.child;
+        let mut already = || match tracer.as_deref_mut() {
+            Some(t) => {
+                t.poll();
+                t.root_got_signal(sig.signo, sig.sender, window)
+            }
+            None => signal_pending(child, sig.signo),
+        };
+        // A group-wide kill reaches both of us at once; give the child's copy a moment to show.
+        if already() || {
+            std::thread::sleep(Duration::from_millis(2));
+            already()
+        } {
+            log::debug!(
+                "signal {} was sent to the child's process group too: not relaying",
+                sig.signo
+            );
+            return;
+        }
+        log::debug!("relaying signal {} to {}", sig.signo, self.child);
+        unsafe {
+            libc::kill(self.child.as_raw(), sig.signo);
+        }
     }
 }
 

@@ -1,0 +1,196 @@
+//! Which threads of a process are on CPU, cheaply, sample after sample.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+
+/// Running/idle state of each OS thread of a process, read from `/proc` **before** the process
+/// is paused (a paused thread always looks idle).
+pub type ThreadActivity = HashMap<u32, bool>;
+
+/// Tells which threads of a process are on CPU.
+///
+/// A thread is on CPU when it is runnable (`R` in `/proc/PID/task/TID/stat`) **and** it has run
+/// since the previous read (its CPU time in `schedstat` grew). The second test keeps out threads
+/// that were just woken but are still waiting for a CPU, which on a busy machine would otherwise
+/// show up in a CPU profile. The `/proc/PID/task` directory and each thread's files stay open and
+/// are re-read in place (one `getdents` pass plus two `pread`s per thread).
+pub struct ThreadStates {
+    pid: u32,
+    dir: Option<std::fs::File>,
+    threads: HashMap<u32, ThreadFiles>,
+    buf: Vec<u8>,
+    activity: ThreadActivity,
+}
+
+struct ThreadFiles {
+    stat: std::fs::File,
+    schedstat: Option<std::fs::File>,
+    cpu_ns: Option<u64>,
+}
+
+impl ThreadStates {
+    pub fn new(pid: u32) -> Self {
+        ThreadStates {
+            pid,
+            dir: None,
+            threads: HashMap::new(),
+            buf: vec![0; 1024],
+            activity: HashMap::new(),
+        }
+    }
+
+    /// Current state of every thread; an error means the process is gone.
+    pub fn read(&mut self) -> std::io::Result<&ThreadActivity> {
+        let tids = self.list()?;
+        self.threads.retain(|tid, _| tids.contains(tid));
+        self.activity.clear();
+        for tid in tids {
+            if !self.threads.contains_key(&tid) {
+                let base = format!("/proc/{}/task/{tid}", self.pid);
+                let Ok(stat) = std::fs::File::open(format!("{base}/stat")) else {
+                    continue;
+                };
+                let schedstat = std::fs::File::open(format!("{base}/schedstat")).ok();
+                self.threads.insert(
+                    tid,
+                    ThreadFiles {
+                        stat,
+                        schedstat,
+                        cpu_ns: None,
+                    },
+                );
+            }
+            let files = self.threads.get_mut(&tid).expect("inserted");
+            let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
+                self.threads.remove(&tid);
+                continue;
+            };
+            let Some(state) = crate::procfs::stat_fields(&self.buf[..n])
+                .and_then(|mut f| f.next())
+                .and_then(|f| f.first().copied())
+            else {
+                continue;
+            };
+            // CPU time so far (first field of schedstat, ns); None where the kernel lacks it.
+            let cpu_ns = files.schedstat.as_ref().and_then(|f| {
+                let n = f.read_at(&mut self.buf, 0).ok()?;
+                std::str::from_utf8(&self.buf[..n])
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            });
+            let ran = match (files.cpu_ns, cpu_ns) {
+                (Some(before), Some(now)) => now > before,
+                _ => true,
+            };
+            files.cpu_ns = cpu_ns;
+            self.activity.insert(tid, state == b'R' && ran);
+        }
+        if self.activity.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no threads",
+            ));
+        }
+        Ok(&self.activity)
+    }
+
+    fn list(&mut self) -> std::io::Result<Vec<u32>> {
+        use std::os::fd::AsRawFd;
+        if self.dir.is_none() {
+            self.dir = Some(std::fs::File::open(format!("/proc/{}/task", self.pid))?);
+        }
+        let fd = self.dir.as_ref().expect("opened").as_raw_fd();
+        // Rewind and read the directory again (getdents64 on the kept-open fd).
+        if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut tids = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                break;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                let name = &buf[off + 19..off + reclen];
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                if let Some(tid) = std::str::from_utf8(&name[..end])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                {
+                    tids.push(tid);
+                }
+                off += reclen;
+            }
+        }
+        if tids.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "process exited",
+            ));
+        }
+        Ok(tids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads until `want` holds: the kernel's listing of `/proc/PID/task` stops early when the
+    /// thread it is positioned on exits meanwhile (other tests' threads do), so one read may
+    /// miss a live thread.
+    fn read_until(
+        states: &mut ThreadStates,
+        want: impl Fn(&ThreadActivity) -> bool,
+    ) -> ThreadActivity {
+        for _ in 0..100 {
+            let act = states.read().unwrap().clone();
+            if want(&act) {
+                return act;
+            }
+        }
+        panic!("{:?}", states.read().unwrap())
+    }
+
+    #[test]
+    fn thread_states_are_reread_in_place() {
+        let me = std::process::id();
+        let reader = unsafe { libc::gettid() } as u32;
+        let mut states = ThreadStates::new(me);
+        // The thread reading its own state is running (the first read of a thread has no CPU
+        // time to compare with).
+        let first = read_until(&mut states, |a| a.contains_key(&reader));
+        assert_eq!(first.get(&reader), Some(&true));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let act = read_until(&mut states, |a| a.contains_key(&tid));
+        assert_eq!(
+            act.get(&tid),
+            Some(&false),
+            "a new, blocked thread is picked up as idle: {act:?}"
+        );
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(
+            !states.read().unwrap().contains_key(&tid),
+            "an exited thread is dropped"
+        );
+        assert!(ThreadStates::new(999_999_999).read().is_err());
+    }
+}

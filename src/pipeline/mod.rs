@@ -1,0 +1,119 @@
+//! From a stack to an upload: stacks are aggregated ([`aggregate`]) into windows cut on
+//! wall-clock boundaries ([`window`]), each window is encoded as pprof ([`pprof`]) and handed
+//! to the uploader thread ([`upload`]), which sends it over the push API or `/ingest`
+//! ([`push`]); at exit the whole run can be written to local files ([`output`]).
+//!
+//! [`Pipeline`] is what the session sees of all this.
+
+pub mod aggregate;
+pub mod output;
+pub mod pprof;
+pub mod push;
+pub mod upload;
+pub mod window;
+
+use crate::config::Settings;
+use aggregate::Aggregator;
+use output::OutputFormat;
+use spy::Stack;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+use upload::{UploadStats, Uploader};
+use window::Windows;
+
+/// The longest the final flush may take at exit, whatever the request timeout.
+const FINAL_UPLOAD_BUDGET: Duration = Duration::from_secs(10);
+
+pub struct Pipeline {
+    aggregator: Aggregator,
+    windows: Windows,
+    uploader: Option<Uploader>,
+    request_timeout: Duration,
+    outputs: Vec<(PathBuf, OutputFormat)>,
+    app_name: String,
+}
+
+impl Pipeline {
+    /// Starts the uploader thread when a server is configured.
+    pub fn new(settings: &Settings, now: SystemTime) -> anyhow::Result<Pipeline> {
+        let uploader = match &settings.upload {
+            Some(u) => Some(Uploader::start(
+                u.clone(),
+                push::Labels {
+                    app_name: settings.app_name.clone(),
+                    tags: settings.tags.clone(),
+                    sample_rate: settings.sample_rate,
+                },
+            )?),
+            None => None,
+        };
+        Ok(Pipeline {
+            aggregator: Aggregator::new(settings.sample_rate, now, !settings.outputs.is_empty()),
+            windows: Windows::new(now),
+            uploader,
+            request_timeout: settings
+                .upload
+                .as_ref()
+                .map_or(FINAL_UPLOAD_BUDGET, |u| u.timeout),
+            outputs: settings.outputs.clone(),
+            app_name: settings.app_name.clone(),
+        })
+    }
+
+    /// One sample of one thread, taken by the spy named `spy`.
+    pub fn add(&mut self, stack: Stack, spy: &'static str) {
+        self.aggregator.add(stack, spy);
+    }
+
+    /// How long until the open window ends.
+    pub fn until_window_end(&self, now: SystemTime) -> Duration {
+        self.windows.until_end(now)
+    }
+
+    /// Hands the open window to the uploader once `now` has crossed its end.
+    pub fn rotate_if_due(&mut self, now: SystemTime) {
+        if let Some((start, end)) = self.windows.close_if_due(now) {
+            self.ship(start, end);
+        }
+    }
+
+    fn ship(&mut self, start: SystemTime, end: SystemTime) {
+        if let Some(profile) = self.aggregator.take_window(start, end) {
+            log::debug!("window of {} samples ready", profile.total_samples());
+            if let Some(u) = &mut self.uploader {
+                u.send(profile);
+            }
+        }
+    }
+
+    /// Closes the last, partial window at `end`.
+    pub fn close(&mut self, end: SystemTime) {
+        let (start, end) = self.windows.close_at(end);
+        self.ship(start, end);
+    }
+
+    /// Gives the queued uploads a bounded time (the request timeout, at most 10 s), then stops
+    /// the uploader. `None` without a server.
+    pub fn finish_uploads(&mut self) -> Option<UploadStats> {
+        let deadline = Instant::now() + self.request_timeout.min(FINAL_UPLOAD_BUDGET);
+        self.uploader.take().map(|u| u.finish(deadline))
+    }
+
+    /// Writes the whole run, up to `end`, to the local outputs.
+    pub fn write_outputs(&self, end: SystemTime) {
+        let Some(total) = self.aggregator.total(end) else {
+            return;
+        };
+        let title = format!("{} ({} samples)", self.app_name, total.total_samples());
+        for (path, format) in &self.outputs {
+            match output::write_file(path, *format, &total, &title) {
+                Ok(()) => {
+                    if log::log_enabled!(target: "pyroscope", log::Level::Warn) {
+                        eprintln!("[pyroscope] profile written to {}", path.display());
+                    }
+                }
+                Err(e) => log::error!("{e:#}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the session counts, and the end-of-run summary it prints.
+
+use crate::pipeline::upload::UploadStats;
+use std::time::Duration;
+
+/// Counts over the whole run.
+#[derive(Default, Debug)]
+pub(super) struct Stats {
+    pub ticks: u64,
+    /// Samples taken of one process.
+    pub process_samples: u64,
+    /// Stacks those samples held (one per on-CPU thread).
+    pub stacks: u64,
+    pub errors: u64,
+    pub panics: u64,
+    /// Ticks that came too late (the machine was busy) and were skipped.
+    pub late: u64,
+    /// Reads done while the target was paused (blocking mode).
+    pub paused_reads: u64,
+}
+
+/// The summary line: samples, stacks, errors, and what the agent's CPU time came to.
+pub(super) fn summary(stats: &Stats, blocking: bool) {
+    let usage = cpu_time();
+    let per_sample = match stats.process_samples {
+        0 => String::new(),
+        n => format!(
+            ", {:.1} µs per sample",
+            usage.as_secs_f64() * 1e6 / n as f64
+        ),
+    };
+    let paused = match stats.paused_reads {
+        0 if !blocking => String::new(),
+        n => format!(", {n} read with the target paused"),
+    };
+    log::info!(
+        "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks{paused}); agent CPU {:.1} ms{per_sample}",
+        stats.process_samples,
+        stats.stacks,
+        stats.errors,
+        stats.panics,
+        stats.late,
+        usage.as_secs_f64() * 1e3,
+    );
+}
+
+/// Nothing was profiled, and no error said why: say so (`runtimes`: "Python, Ruby or .NET").
+pub(super) fn nothing_found(runtimes: &str) {
+    log::warn!("no {runtimes} process was found to profile");
+}
+
+/// How the uploads went.
+pub(super) fn uploads(stats: &UploadStats) {
+    log::info!("uploaded {} profiles", stats.uploaded);
+    if stats.dropped + stats.rejected > 0 {
+        log::warn!(
+            "{} profiles could not be uploaded ({} rejected by the server)",
+            stats.dropped + stats.rejected,
+            stats.rejected
+        );
+    }
+}
+
+/// CPU time (user + system) pyroscope has used so far.
+pub fn cpu_time() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -1,0 +1,107 @@
+//! The real runtimes the tests run (installed by scripts/test.sh; a missing one fails the test,
+//! never skips it), and patching copies of their libraries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A pyenv CPython, e.g. `python("3.11")`. Missing interpreters fail the test: CI must have them.
+pub fn python(version: &str) -> PathBuf {
+    let root = std::env::var("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".pyenv")
+        });
+    let versions = root.join("versions");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no pyenv at {}: {e}; the tests need CPython {version} (see README)",
+                versions.display()
+            )
+        })
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n == version || n.starts_with(&format!("{version}."))
+        })
+        .collect();
+    found.sort();
+    let dir = found.pop().unwrap_or_else(|| {
+        panic!(
+            "CPython {version} is not installed under {}",
+            versions.display()
+        )
+    });
+    let major = &version[..1];
+    let exe = dir.join("bin").join(format!("python{major}"));
+    assert!(exe.exists(), "{} missing", exe.display());
+    exe
+}
+
+/// Debian's MRI (scripts/test.sh installs it); missing fails the test.
+pub fn ruby() -> String {
+    for p in ["/usr/bin/ruby", "/usr/local/bin/ruby"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("ruby is not installed (scripts/test.sh installs Debian's ruby)");
+}
+
+/// The `dotnet` host of CoreCLR 3.1 (`$DOTNET31_ROOT`, by default `~/.cache/dotnet31`).
+pub fn dotnet() -> PathBuf {
+    coreclr("DOTNET31_ROOT", "dotnet31", "3.1")
+}
+
+/// The `dotnet` host of a CoreCLR installed from PyPI by scripts/test.sh; missing fails the test.
+pub fn coreclr(variable: &str, default_dir: &str, version: &str) -> PathBuf {
+    let root = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache")
+                .join(default_dir)
+        });
+    let d = root.join("dotnetcore2/bin/dotnet");
+    assert!(
+        d.exists(),
+        "CoreCLR {version} is missing at {} (scripts/test.sh installs it from PyPI)",
+        d.display()
+    );
+    d
+}
+
+/// File offset of an ELF symbol's bytes (binutils' readelf: symbol value → containing section →
+/// offset), for tests that patch a copy of a runtime library.
+pub fn elf_symbol_file_offset(file: &Path, symbol: &str) -> usize {
+    let readelf = |flag: &str| {
+        String::from_utf8(
+            Command::new("readelf")
+                .arg(flag)
+                .arg(file)
+                .output()
+                .expect("readelf (binutils)")
+                .stdout,
+        )
+        .unwrap()
+    };
+    let addr = readelf("-sW")
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(symbol))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .unwrap_or_else(|| panic!("symbol {symbol} in {}", file.display()));
+    readelf("-SW")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
+            let (a, o, size) = (
+                u64::from_str_radix(f.get(2)?, 16).ok()?,
+                u64::from_str_radix(f.get(3)?, 16).ok()?,
+                u64::from_str_radix(f.get(4)?, 16).ok()?,
+            );
+            (a <= addr && addr < a + size).then(|| (addr - a + o) as usize)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("section of {symbol} in {}", file.display()))
+}
