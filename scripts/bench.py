@@ -11,6 +11,9 @@ configurations are interleaved and repeated, and medians are reported:
   * target slowdown: the target's wall time for the work vs. the unprofiled baseline.
 
 Usage: python3 scripts/bench.py [--runtime python|ruby] [--runs 5] [--rounds N] [--python PATH]
+                                [--before PATH]
+--before PATH also measures another pyroscope binary (e.g. main's, built before a change) in the
+same interleaved runs, as "pyroscope ... (before)", and prints the ratios of the two.
 py-spy is installed into target/bench-venv with pip, the rbspy CLI into target/bench-rbspy with
 `cargo install`, when missing. For Ruby, samples are on-CPU stacks on both sides (pyroscope's
 "stacks", the counts in rbspy's collapsed output), both sampling on-CPU only.
@@ -29,6 +32,8 @@ TARGET = os.path.join(ROOT, "bench", "cpu_bound.py")
 RUBY_TARGET = os.path.join(ROOT, "bench", "cpu_bound.rb")
 RBSPY = os.path.join(ROOT, "target", "bench-rbspy", "bin", "rbspy")
 PYROSCOPE = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "pyroscope")
+BEFORE = None
+BEFORE_MARK = " (before)"
 VENV = os.path.join(ROOT, "target", "bench-venv")
 
 
@@ -79,16 +84,15 @@ def one_run(config, python, rounds, pyspy, tmp):
     target = start_target(python, rounds)
     pid = str(target.pid)
     finish = None
-    if config == "pyroscope":
-        finish = run_profiler([PYROSCOPE, "connect", "--pid", pid, "--output", tmp + ".txt"])
-    elif config == "pyroscope --pyspy-blocking":
-        finish = run_profiler([PYROSCOPE, "connect", "--pid", pid, "--pyspy-blocking", "--output", tmp + ".txt"])
+    if config.startswith("pyroscope"):
+        # "pyroscope [flags][ (before)]": this build, or the --before one, with those flags.
+        binary = BEFORE if config.endswith(BEFORE_MARK) else PYROSCOPE
+        flags = config[: len(config) - len(BEFORE_MARK)] if config.endswith(BEFORE_MARK) else config
+        finish = run_profiler([binary, "connect", "--pid", pid] + flags.split()[1:] + ["--output", tmp + ".txt"])
     elif config == "py-spy record":
         finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "-f", "raw", "-o", tmp + ".raw"])
     elif config == "py-spy record --nonblocking":
         finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "--nonblocking", "-f", "raw", "-o", tmp + ".raw"])
-    elif config == "pyroscope --rbspy-blocking":
-        finish = run_profiler([PYROSCOPE, "connect", "--pid", pid, "--rbspy-blocking", "--output", tmp + ".txt"])
     elif config.startswith("rbspy record"):
         extra = ["--nonblocking"] if config.endswith("--nonblocking") else []
         finish = run_profiler([pyspy, "record", "--pid", pid, "--rate", "100", "--on-cpu", "--silent",
@@ -120,9 +124,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--python", default=os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3"))
     ap.add_argument("--ruby", default="/usr/bin/ruby")
+    ap.add_argument("--before", default=None, help="another pyroscope binary, measured in the same runs")
     args = ap.parse_args()
-    global RUBY
+    global RUBY, BEFORE
     RUBY = args.runtime == "ruby"
+    BEFORE = args.before and os.path.abspath(args.before)
     if RUBY:
         ensure_tools()
         pyspy, pyspy_version = ensure_rbspy()
@@ -135,6 +141,8 @@ def main():
         args.rounds = args.rounds or 5000
         other = "py-spy record"
         configs = ["baseline", "pyroscope", "pyroscope --pyspy-blocking", "py-spy record", "py-spy record --nonblocking"]
+    if BEFORE:
+        configs += [c + BEFORE_MARK for c in configs if c.startswith("pyroscope")]
     results = {c: [] for c in configs}
     tmp = os.path.join(ROOT, "target", "bench-out")
     short = {c: [] for c in configs}
@@ -174,6 +182,11 @@ def main():
     for o in [other, other + " --nonblocking"]:
         a, b = per_sample["pyroscope"], per_sample[o]
         print("\nCPU per sample, pyroscope / %s: all-in %.2f, steady %.2f" % (o, a[0] / b[0], a[1] / b[1]))
+    for c in configs:
+        if c.endswith(BEFORE_MARK):
+            now, before = per_sample[c[: -len(BEFORE_MARK)]], per_sample[c]
+            print("CPU per sample, %s / %s: all-in %.2f, steady %.2f"
+                  % (c[: -len(BEFORE_MARK)], c, now[0] / before[0], now[1] / before[1]))
 
 
 if __name__ == "__main__":

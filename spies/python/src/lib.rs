@@ -56,11 +56,7 @@ impl Runtime for Python {
 
     /// `app` for `python app.py`, the module for `python -m module`, none for `python -c code`.
     fn app_name(&self, argv: &[String]) -> Option<String> {
-        let exe = argv.first()?;
-        if !is_python_exe(exe.rsplit('/').next().unwrap_or(exe)) {
-            return None;
-        }
-        spy::launched_program(&argv[1..], "-c", Some("-m"))
+        spy::launched_program(argv, is_python_exe, "-c", Some("-m"))
     }
 
     fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {

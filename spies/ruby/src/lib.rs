@@ -56,11 +56,7 @@ impl Runtime for Ruby {
 
     /// `worker` for `ruby worker.rb`; none for `ruby -e code`.
     fn app_name(&self, argv: &[String]) -> Option<String> {
-        let exe = argv.first()?;
-        if !is_ruby_exe(exe.rsplit('/').next().unwrap_or(exe)) {
-            return None;
-        }
-        spy::launched_program(&argv[1..], "-e", None)
+        spy::launched_program(argv, is_ruby_exe, "-e", None)
     }
 
     fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {

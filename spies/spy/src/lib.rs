@@ -197,16 +197,21 @@ pub trait Runtime: Sync {
     }
 }
 
-/// The application name of a launcher command line's arguments (after the executable): the
-/// first argument that is not an option, without directory or extension (`app` for
-/// `-u /srv/app.py`); after `module_flag`, the module named there (`-m http.server`); `None`
-/// for inline code (`inline_flag`, e.g. `-c`) or no program.
+/// The application name a launcher's command line implies, when `argv[0]` is a launcher
+/// (`is_launcher` of its basename): the first argument that is not an option, without directory
+/// or extension (`app` for `python -u /srv/app.py`); after `module_flag`, the module named there
+/// (`-m http.server`); `None` for inline code (`inline_flag`, e.g. `-c`) or no program.
 pub fn launched_program(
-    args: &[String],
+    argv: &[String],
+    is_launcher: impl Fn(&str) -> bool,
     inline_flag: &str,
     module_flag: Option<&str>,
 ) -> Option<String> {
-    let mut it = args.iter();
+    let exe = argv.first()?;
+    if !is_launcher(exe.rsplit('/').next().unwrap_or(exe)) {
+        return None;
+    }
+    let mut it = argv[1..].iter();
     while let Some(a) = it.next() {
         if a == inline_flag {
             return None;
@@ -233,17 +238,22 @@ mod tests {
 
     #[test]
     fn launcher_arguments() {
-        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let py = |v: &[&str]| {
+            let argv: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+            launched_program(&argv, |e| e.starts_with("py"), "-c", Some("-m"))
+        };
         assert_eq!(
-            launched_program(&a(&["-u", "/srv/web/server.py"]), "-c", Some("-m")),
+            py(&["/usr/bin/py", "-u", "/srv/web/server.py"]),
             Some("server".into())
         );
         assert_eq!(
-            launched_program(&a(&["-m", "http.server", "8000"]), "-c", Some("-m")),
+            py(&["py", "-m", "http.server", "8000"]),
             Some("http.server".into())
         );
-        assert_eq!(launched_program(&a(&["-c", "x.run()"]), "-c", None), None);
-        assert_eq!(launched_program(&a(&["-v"]), "-c", None), None);
+        assert_eq!(py(&["py", "-c", "x.run()"]), None);
+        assert_eq!(py(&["py", "-v"]), None);
+        assert_eq!(py(&["gunicorn", "app.py"]), None, "not the launcher");
+        assert_eq!(py(&[]), None);
         assert_eq!(program_name("lib.tar.gz"), "lib");
     }
 

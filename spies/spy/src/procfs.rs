@@ -6,16 +6,26 @@
 
 use std::io;
 
+/// Where the command name of a `stat` line ends: it is in parentheses and may itself hold
+/// spaces and `)`, so the fields start after the **last** `)`.
+fn command_end(stat: &[u8]) -> Option<usize> {
+    stat.iter().rposition(|&b| b == b')')
+}
+
 /// The fields of a `stat` line after the command name, field 3 of proc(5) (the state) first.
-/// The command name is in parentheses and may itself hold spaces and `)`, so the fields start
-/// after the **last** `)`.
 pub fn stat_fields(stat: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
     Some(
-        stat[close + 1..]
+        stat.get(command_end(stat)? + 1..)?
             .split(u8::is_ascii_whitespace)
             .filter(|f| !f.is_empty()),
     )
+}
+
+/// Field 3 alone, the state letter (`R`, `S`, ...): what is read of every thread at every
+/// sample, so it skips splitting the line (and indexes rather than slices: this loop runs
+/// over ~250 bytes per thread per sample).
+pub fn stat_state(stat: &[u8]) -> Option<u8> {
+    stat.get(command_end(stat)? + 2).copied()
 }
 
 /// What the agent uses of `/proc/PID/stat`.
@@ -286,6 +296,8 @@ mod tests {
         let line = b"42 (a) b (c) S 7 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 123456 0 0\n";
         let s = Stat::parse(line).unwrap();
         assert_eq!((s.state, s.ppid, s.start_time), (b'S', 7, 123456));
+        assert_eq!(stat_state(line), Some(b'S'));
+        assert_eq!(stat_state(b"42 (cut)"), None);
         assert!(Stat::parse(b"42 (no close").is_none());
         assert!(Stat::parse(b"42 (cut) R").is_none());
     }

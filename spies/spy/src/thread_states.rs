@@ -65,10 +65,7 @@ impl ThreadStates {
                 self.threads.remove(&tid);
                 continue;
             };
-            let Some(state) = crate::procfs::stat_fields(&self.buf[..n])
-                .and_then(|mut f| f.next())
-                .and_then(|f| f.first().copied())
-            else {
+            let Some(state) = crate::procfs::stat_state(&self.buf[..n]) else {
                 continue;
             };
             // CPU time so far (first field of schedstat, ns); None where the kernel lacks it.
