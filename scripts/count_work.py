@@ -9,7 +9,7 @@ Each binary is run for a short and a long time; the figures are marginal, per ex
 (parsing the interpreter's binary) is left out. Under valgrind every sample takes much longer, so
 fewer are taken: the count per sample is what matters, not the number of samples.
 
-Usage: python3 scripts/count_work.py [--runtime python|ruby] [--repeat N] [BINARY ...]
+Usage: python3 scripts/count_work.py [--runtime python|ruby] [--repeat N] [--flags=FLAGS] [BINARY ...]
 (default: this tree's release build). With --repeat, the binaries' runs are interleaved and the
 median and range of each figure are printed (a run reads a different mix of stacks: the
 instruction count moves by a few percent from run to run of the same binary). Example,
@@ -42,9 +42,12 @@ def start_target(runtime, python, ruby):
     return p
 
 
+FLAGS = []
+
+
 def profile(wrapper, binary, pid, seconds, tmp):
     """Runs `wrapper + [binary, connect ...]` for `seconds`, then SIGINT; returns (samples, stderr)."""
-    cmd = wrapper + [binary, "connect", "--pid", str(pid), "--output", os.path.join(tmp, "out.txt")]
+    cmd = wrapper + [binary, "connect", "--pid", str(pid)] + FLAGS + ["--output", os.path.join(tmp, "out.txt")]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(seconds)
     # The agent ends on SIGINT (connect); under strace/valgrind the wrapper passes it on.
@@ -105,7 +108,9 @@ def main():
     ap.add_argument("--seconds", default="2,6", help="short and long run, seconds")
     ap.add_argument("--valgrind-seconds", default="4,12", help="the same under valgrind (slower)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per binary, interleaved")
+    ap.add_argument("--flags", default="", help="pyroscope flags, e.g. --flags=--pyspy-blocking")
     args = ap.parse_args()
+    FLAGS.extend(args.flags.split())
     short, long = (float(x) for x in args.seconds.split(","))
     vshort, vlong = (float(x) for x in args.valgrind_seconds.split(","))
     runs = {b: [] for b in args.binaries}
@@ -125,8 +130,8 @@ def main():
             per_call = {n: marginal((s[0][0], s[0][1].get(n, 0)), (s[1][0], s[1][1].get(n, 0))) for n in names}
             total = marginal((s[0][0], sum(s[0][1].values())), (s[1][0], sum(s[1][1].values())))
             runs[binary].append((total, per_call, marginal(i[0], i[1])))
-    print("\nper extra sample (%s target, connect, 100 Hz), median [min-max] of %d runs"
-          % (args.runtime, args.repeat))
+    print("\nper extra sample (%s target, connect %s, 100 Hz), median [min-max] of %d runs"
+          % (args.runtime, args.flags, args.repeat))
     print("| binary | syscalls | process_vm_readv | top syscalls | instructions |")
     print("|---|---:|---:|---|---:|")
     spread = lambda xs: "%.1f [%.1f-%.1f]" % (statistics.median(xs), min(xs), max(xs))
