@@ -65,7 +65,7 @@ pub fn find_socket(pid: u32) -> Result<PathBuf, IpcError> {
     let tmpdir = spy::procfs::env_var(pid, "TMPDIR")
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "/tmp".into());
-    let dir = PathBuf::from(format!("/proc/{pid}/root")).join(tmpdir.trim_start_matches('/'));
+    let dir = spy::procfs::in_root(pid, &tmpdir);
     let prefix = format!("dotnet-diagnostic-{nspid}-");
     let entries = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {

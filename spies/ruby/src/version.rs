@@ -91,8 +91,7 @@ pub fn read(pid: u32) -> Result<String, String> {
             continue;
         };
         // The process sees the file through its own root (containers).
-        let bytes =
-            std::fs::read(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::read(path));
+        let bytes = std::fs::read(spy::procfs::in_root(pid, path)).or_else(|_| std::fs::read(path));
         let Ok(bytes) = bytes else { continue };
         let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
             continue;

@@ -226,6 +226,12 @@ pub fn cwd(pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// `path` as the process sees it: through its root directory, so inside its own mount
+/// namespace (a container's files).
+pub fn in_root(pid: u32, path: &str) -> std::path::PathBuf {
+    std::path::Path::new(&format!("/proc/{pid}/root")).join(path.trim_start_matches('/'))
+}
+
 /// Children of the given processes, from `/proc/PID/task/TID/children` (one file per thread).
 /// `None` when the kernel lacks those files (then see [`pids`] and [`parent`]).
 pub fn children_of(pids: &[u32]) -> Option<Vec<u32>> {
@@ -356,6 +362,16 @@ mod tests {
         assert_eq!(
             cwd(me).unwrap(),
             std::env::current_dir().unwrap().to_string_lossy()
+        );
+        let exe = std::env::current_exe().unwrap();
+        let seen = in_root(me, exe.to_str().unwrap());
+        assert_eq!(
+            seen,
+            std::path::PathBuf::from(format!("/proc/{me}/root{}", exe.display()))
+        );
+        assert_eq!(
+            std::fs::metadata(seen).unwrap().len(),
+            std::fs::metadata(&exe).unwrap().len()
         );
     }
 
