@@ -129,6 +129,11 @@ pub fn ends_connect(signo: i32) -> bool {
     )
 }
 
+/// The stops a terminal's job control sends (Ctrl-Z, background reads and writes).
+fn is_job_control_stop(signo: i32) -> bool {
+    matches!(signo, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
 /// Passes pyroscope's signals on to the exec child, exactly once, and mirrors the job's
 /// job-control stops.
 pub struct Relay {
@@ -151,14 +156,14 @@ impl Relay {
 
     /// pyroscope got `sig` (under either command).
     pub fn received(&mut self, sig: Received) {
-        if matches!(sig.signo, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+        if is_job_control_stop(sig.signo) {
             self.own_stop_signal = Some(Instant::now());
         }
     }
 
     /// The child entered a stop by `sig` (the tracer saw it).
     pub fn child_stopped(&mut self, sig: i32) {
-        if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+        if is_job_control_stop(sig) {
             self.child_job_stop = Some(Instant::now());
         }
     }

@@ -54,8 +54,6 @@ pub struct Session {
     mode: Mode,
     root: Pid,
     period: Duration,
-    /// Find new processes by scanning `/proc` when the tracer does not report them.
-    detect_subprocesses: bool,
     tracer: Option<Tracer>,
     targets: Targets,
     sampler: Sampler,
@@ -76,7 +74,6 @@ impl Session {
             mode,
             root,
             period: Duration::from_nanos(1_000_000_000 / u64::from(settings.sample_rate)),
-            detect_subprocesses: settings.detect_subprocesses,
             tracer,
             targets: Targets::new(&settings, root),
             sampler: Sampler::new(settings.blocking.clone()),
@@ -143,7 +140,8 @@ impl Session {
             }
             self.targets.recheck_watched(self.tracer.as_mut());
             self.targets.attach_pending(None, self.tracer.as_mut());
-            if self.tracer.as_ref().is_none_or(|t| t.has_released()) && self.detect_subprocesses {
+            // New processes the tracer does not report are found by scanning /proc.
+            if self.tracer.as_ref().is_none_or(|t| t.has_released()) {
                 self.targets.scan_children(self.tracer.as_mut());
             }
             let now = Instant::now();

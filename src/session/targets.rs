@@ -313,10 +313,10 @@ impl Targets {
     }
 
     /// Under `connect` (or when the exec child is not traced), finds new descendants by scanning
-    /// `/proc`, at most once a second.
+    /// `/proc`, at most once a second (never with `--detect-subprocesses=false`).
     pub fn scan_children(&mut self, mut tracer: Option<&mut Tracer>) {
         let now = Instant::now();
-        if now < self.next_scan {
+        if !self.detect_subprocesses || now < self.next_scan {
             return;
         }
         self.next_scan = now + Duration::from_secs(1);

@@ -73,11 +73,7 @@ impl Runtime for DotNet {
     /// `shop` for `dotnet shop.dll` (also `dotnet exec shop.dll`, `dotnet --roll-forward Major
     /// shop.dll`): the managed assembly being run.
     fn app_name(&self, argv: &[String]) -> Option<String> {
-        let exe = argv.first()?;
-        if exe.rsplit('/').next() != Some("dotnet") {
-            return None;
-        }
-        argv[1..]
+        spy::launcher_args(argv, |exe| exe == "dotnet")?
             .iter()
             .find(|a| !a.starts_with('-') && is_managed_image(a))
             .map(|a| spy::program_name(a))

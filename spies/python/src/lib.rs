@@ -158,39 +158,37 @@ impl StackReader for PythonReader {
         // A CPU profile only wants the threads that are running.
         let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
         let (only_running, second) = (running.next(), running.next());
-        if second.is_none() && self.gil_fast_path.enabled() {
-            // One running thread: if it holds the GIL, its stack is the whole sample, and
-            // py-spy skips its own /proc scan and every idle thread's stack.
-            let traces = match read_traces(&mut self.inner, locked, true) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Traces {
-                        traces: Err(e),
-                        fast_hit: None,
-                    }
-                }
-            };
-            let hit = traces.len() == 1 && {
-                let t = &traces[0];
-                t.os_thread_id
-                    .map(|t| t as u32)
-                    .or_else(|| self.tids.lookup(&self.inner.process, t.thread_id, activity))
-                    == only_running
-            };
-            if hit {
-                return Traces {
-                    traces: Ok(traces),
-                    fast_hit: Some(true),
-                };
-            }
+        if second.is_some() || !self.gil_fast_path.enabled() {
             return Traces {
                 traces: read_traces(&mut self.inner, locked, false),
-                fast_hit: Some(false),
+                fast_hit: None,
             };
         }
+        // One running thread: if it holds the GIL, its stack is the whole sample, and py-spy
+        // skips its own /proc scan and every idle thread's stack.
+        let traces = match read_traces(&mut self.inner, locked, true) {
+            Ok(traces) => traces,
+            Err(e) => {
+                return Traces {
+                    traces: Err(e),
+                    fast_hit: None,
+                }
+            }
+        };
+        let hit = traces.len() == 1 && {
+            let t = &traces[0];
+            t.os_thread_id
+                .map(|t| t as u32)
+                .or_else(|| self.tids.lookup(&self.inner.process, t.thread_id, activity))
+                == only_running
+        };
         Traces {
-            traces: read_traces(&mut self.inner, locked, false),
-            fast_hit: None,
+            traces: if hit {
+                Ok(traces)
+            } else {
+                read_traces(&mut self.inner, locked, false)
+            },
+            fast_hit: Some(hit),
         }
     }
 

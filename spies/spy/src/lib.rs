@@ -207,11 +207,7 @@ pub fn launched_program(
     inline_flag: &str,
     module_flag: Option<&str>,
 ) -> Option<String> {
-    let exe = argv.first()?;
-    if !is_launcher(exe.rsplit('/').next().unwrap_or(exe)) {
-        return None;
-    }
-    let mut it = argv[1..].iter();
+    let mut it = launcher_args(argv, is_launcher)?.iter();
     while let Some(a) = it.next() {
         if a == inline_flag {
             return None;
@@ -224,6 +220,13 @@ pub fn launched_program(
         }
     }
     None
+}
+
+/// The arguments after the executable, when `argv[0]` is a launcher (`is_launcher` of its
+/// basename, e.g. `python3` for `/usr/bin/python3`).
+pub fn launcher_args(argv: &[String], is_launcher: impl Fn(&str) -> bool) -> Option<&[String]> {
+    let exe = argv.first()?;
+    is_launcher(exe.rsplit('/').next().unwrap_or(exe)).then(|| &argv[1..])
 }
 
 /// `app` for `/srv/app.py`: the file name up to its first dot.
