@@ -84,8 +84,12 @@ impl Runtime for Ruby {
         // pause; rbspy's own test inside a pause would see every thread stopped).
         let inner = RubySpy::new(pid as rbspy::Pid, forced.map(str::to_string), false).map_err(|e| match forced {
             _ if !spy::procfs::alive(pid) => AttachError::Gone,
-            // The version was read, so libruby is loaded: another release's layout that finds
-            // no VM in it does not fit.
+            // libruby is loaded as soon as the version can be read, before `ruby_setup` has made
+            // the VM and its main thread: a process that just started may simply not be there yet.
+            Some(_) if spy::procfs::age(pid).is_some_and(|age| age < VM_SETUP_TIME) => {
+                AttachError::NotReady(format!("{e:#}"))
+            }
+            // An older process has its VM: another release's layout that finds none does not fit.
             Some(known) => AttachError::Unsupported(format!(
                 "Ruby {running} is not supported: read with Ruby {known}'s layout, the nearest known release, it fails ({e:#})"
             )),
@@ -116,6 +120,10 @@ impl Runtime for Ruby {
         )))
     }
 }
+
+/// How long after its start a Ruby whose fallback layout finds no VM is given to make one (the
+/// VM is made in the first milliseconds; this is ample on a loaded machine).
+const VM_SETUP_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads one MRI process with rbspy's `RubySpy`.
 struct RubyReader {

@@ -62,6 +62,20 @@ pub fn stat(pid: u32) -> Option<Stat> {
     Stat::parse(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// How long ago `pid` started (its start time against the boot-time clock, which both count).
+pub fn age(pid: u32) -> Option<std::time::Duration> {
+    let start = stat(pid)?.start_time;
+    // SAFETY: sysconf and clock_gettime only write the timespec given.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    if ticks <= 0 || unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    let now = std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+    let started = std::time::Duration::from_secs_f64(start as f64 / ticks as f64);
+    Some(now.saturating_sub(started))
+}
+
 /// Whether `pid` exists and has not exited (a zombie, `Z`/`X`, has exited).
 pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| !matches!(s.state, b'Z' | b'X'))
@@ -274,6 +288,15 @@ pub fn pids() -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn age_of_self_and_of_init() {
+        let own = age(std::process::id()).expect("own age");
+        let init = age(1).expect("init's age");
+        // Ticks are 10 ms: this process started at most a few minutes ago, and not before init.
+        assert!(own < std::time::Duration::from_secs(3600), "{own:?}");
+        assert!(init + std::time::Duration::from_millis(20) >= own, "{init:?} < {own:?}");
+    }
 
     #[test]
     fn stat_of_self() {
