@@ -1,7 +1,8 @@
-//! CPython spy on the `py-spy` crate, used as a library.
+//! CPython spy: py-spy finds the interpreter, our [`reader`] reads the stacks.
 //!
-//! py-spy's `PythonSpy` does the hard part (finding the interpreter, per-version struct layouts,
-//! reading frames). This crate adds what an always-on agent needs on top of it:
+//! py-spy's `PythonSpy` finds the interpreter and its version, and its per-version layouts are
+//! what [`reader`] reads with (py-spy's own frame reader stays as fallback, and as the reference
+//! of the differential test). This crate adds what an always-on agent needs on top of it:
 //! * the agent's scheduler drives it (no py-spy `Sampler` thread);
 //! * pausing goes through the agent's [`Pauser`] (`LockingStrategy::AlreadyLocked`), because under
 //!   `exec` the agent is already the target's ptrace tracer;
@@ -9,6 +10,11 @@
 //!   where py-spy (without libunwind) does not know a thread's OS id, from the pthread → tid map
 //!   read out of the target's memory ([`tids::TidMap`]).
 
+mod memory;
+pub mod reader;
+
+/// py-spy itself, for tests and tools that compare with its reader.
+pub use py_spy;
 mod tids;
 
 use py_spy::config::{LineNo, LockingStrategy};
@@ -72,17 +78,80 @@ impl Runtime for Python {
         // The interpreter may exist before its first thread state does: only call the spy ready
         // once a read succeeds.
         read_traces(&mut inner, false, false).map_err(|e| classify(pid, &e))?;
+        let engine = match own_reader(pid, &inner) {
+            Ok(frames) => Engine::Own(frames),
+            Err(why) => {
+                log::warn!("process {pid}: reading stacks with py-spy's reader ({why})");
+                Engine::PySpy(GilFastPath::default())
+            }
+        };
         Ok(Box::new(OnCpuSpy::new(
             pid,
             PythonReader {
                 pid,
                 version: inner.version.to_string(),
                 inner,
-                gil_fast_path: GilFastPath::default(),
+                engine,
                 tids: tids::TidMap::default(),
             },
         )))
     }
+}
+
+/// Which stack reader `PYROSCOPE_PYTHON_READER` asks for: `own` (the default) or `pyspy`.
+pub const READER_ENV: &str = "PYROSCOPE_PYTHON_READER";
+
+/// Our reader for the process py-spy found, checked with one read; why not, when it cannot be
+/// used (then py-spy's reader is).
+fn own_reader(pid: u32, inner: &PythonSpy) -> Result<Box<dyn reader::Frames>, String> {
+    match std::env::var(READER_ENV).as_deref() {
+        Ok("pyspy") => return Err(format!("{READER_ENV}=pyspy")),
+        Ok("own") | Err(_) => {}
+        Ok(other) => return Err(format!("{READER_ENV}={other} is neither own nor pyspy")),
+    }
+    let v = &inner.version;
+    let mut frames = frames_for(pid, v.major, v.minor, inner.addresses.interpreter_address)
+        .ok_or_else(|| format!("our reader does not know CPython {v}"))?;
+    let mut threads = Vec::new();
+    frames
+        .read(&mut |_, _, _| (None, true), &mut threads)
+        .map_err(|e| format!("our reader failed: {e:#}"))?;
+    Ok(frames)
+}
+
+/// Our reader with py-spy's layout for CPython `major.minor` (py-spy's own choice of layouts).
+pub fn frames_for(
+    pid: u32,
+    major: u64,
+    minor: u64,
+    interpreter_address: usize,
+) -> Option<Box<dyn reader::Frames>> {
+    use py_spy::python_bindings::*;
+    use reader::Reader;
+    let a = interpreter_address;
+    Some(match (major, minor) {
+        (2, 3..=7) => Box::new(Reader::<v2_7_15::_is>::new(pid, a)),
+        (3, 3) => Box::new(Reader::<v3_3_7::_is>::new(pid, a)),
+        (3, 4..=5) => Box::new(Reader::<v3_5_5::_is>::new(pid, a)),
+        (3, 6) => Box::new(Reader::<v3_6_6::_is>::new(pid, a)),
+        (3, 7) => Box::new(Reader::<v3_7_0::_is>::new(pid, a)),
+        (3, 8) => Box::new(Reader::<v3_8_0::_is>::new(pid, a)),
+        (3, 9) => Box::new(Reader::<v3_9_5::_is>::new(pid, a)),
+        (3, 10) => Box::new(Reader::<v3_10_0::_is>::new(pid, a)),
+        (3, 11) => Box::new(Reader::<v3_11_0::_is>::new(pid, a)),
+        (3, 12) => Box::new(Reader::<v3_12_0::_is>::new(pid, a)),
+        (3, 13) => Box::new(Reader::<v3_13_0::_is>::new(pid, a)),
+        (3, 14) => Box::new(Reader::<v3_14_0::_is>::new(pid, a)),
+        (3, 15) => Box::new(Reader::<v3_15_0::_is>::new(pid, a)),
+        _ => return None,
+    })
+}
+
+/// The reader a process is read with.
+enum Engine {
+    Own(Box<dyn reader::Frames>),
+    /// py-spy's `get_stack_traces`, with the GIL-holder shortcut.
+    PySpy(GilFastPath),
 }
 
 /// The OS error at the root of a py-spy error, where py-spy kept it typed (an `io::Error`, or
@@ -116,12 +185,12 @@ fn classify(pid: u32, err: &anyhow::Error) -> AttachError {
     AttachError::NotReady(text)
 }
 
-/// Reads one CPython process with py-spy's `PythonSpy`.
+/// Reads one CPython process.
 struct PythonReader {
     pid: u32,
     inner: PythonSpy,
     version: String,
-    gil_fast_path: GilFastPath,
+    engine: Engine,
     tids: tids::TidMap,
 }
 
@@ -141,102 +210,169 @@ fn read_traces(
     inner.get_stack_traces()
 }
 
-/// What one read brought back, and whether reading only the GIL holder was tried and worked.
-struct Traces {
-    traces: anyhow::Result<Vec<py_spy::StackTrace>>,
-    fast_hit: Option<bool>,
+/// What one read brought back.
+enum Raw {
+    Own(anyhow::Result<Vec<reader::RawThread>>),
+    /// And whether reading only the GIL holder was tried and worked.
+    PySpy {
+        traces: anyhow::Result<Vec<py_spy::StackTrace>>,
+        fast_hit: Option<bool>,
+    },
 }
 
 impl StackReader for PythonReader {
-    type Raw = Traces;
+    type Raw = Raw;
 
     fn describe(&self) -> String {
         format!("CPython {}", self.version)
     }
 
-    fn read(&mut self, activity: &ThreadActivity, locked: bool) -> Traces {
-        // A CPU profile only wants the threads that are running.
-        let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
-        let (only_running, second) = (running.next(), running.next());
-        if second.is_some() || !self.gil_fast_path.enabled() {
-            return Traces {
-                traces: read_traces(&mut self.inner, locked, false),
-                fast_hit: None,
-            };
-        }
-        // One running thread: if it holds the GIL, its stack is the whole sample, and py-spy
-        // skips its own /proc scan and every idle thread's stack.
-        let traces = match read_traces(&mut self.inner, locked, true) {
-            Ok(traces) => traces,
-            Err(e) => {
-                return Traces {
-                    traces: Err(e),
-                    fast_hit: None,
-                }
+    fn read(&mut self, activity: &ThreadActivity, locked: bool) -> Raw {
+        match &mut self.engine {
+            Engine::Own(frames) => {
+                let tids = &mut self.tids;
+                // Only the threads on CPU are read; a thread whose OS id is unknown is read.
+                let mut select = |mem: &memory::Memory, pthread: u64, native: Option<u64>| {
+                    let tid = native
+                        .map(|t| t as u32)
+                        .or_else(|| tids.lookup(mem, pthread, activity));
+                    let wanted = tid.and_then(|t| activity.get(&t)).copied().unwrap_or(true);
+                    (tid, wanted)
+                };
+                let mut threads = Vec::new();
+                Raw::Own(frames.read(&mut select, &mut threads).map(|()| threads))
             }
-        };
-        let hit = traces.len() == 1 && {
-            let t = &traces[0];
-            t.os_thread_id
-                .map(|t| t as u32)
-                .or_else(|| self.tids.lookup(&self.inner.process, t.thread_id, activity))
-                == only_running
-        };
-        Traces {
-            traces: if hit {
-                Ok(traces)
-            } else {
-                read_traces(&mut self.inner, locked, false)
-            },
-            fast_hit: Some(hit),
+            Engine::PySpy(fast) => {
+                let (traces, fast_hit) =
+                    read_with_pyspy(&mut self.inner, &mut self.tids, fast, activity, locked);
+                Raw::PySpy { traces, fast_hit }
+            }
         }
     }
 
     fn stacks(
         &mut self,
-        raw: Traces,
+        raw: Raw,
         activity: &ThreadActivity,
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError> {
-        if let Some(hit) = raw.fast_hit {
-            self.gil_fast_path.record(hit, self.pid);
-        }
-        let traces = raw.traces.map_err(|e| {
-            if os_error(&e) == Some(libc::ESRCH) || !spy::procfs::alive(self.pid) {
+        let pid = self.pid;
+        let failed = |e: anyhow::Error| {
+            if os_error(&e) == Some(libc::ESRCH) || !spy::procfs::alive(pid) {
                 SampleError::Gone
             } else {
                 SampleError::Other(format!("{e:#}"))
             }
-        })?;
-        for trace in traces {
-            let tid = trace.os_thread_id.map(|t| t as u32).or_else(|| {
-                self.tids
-                    .lookup(&self.inner.process, trace.thread_id, activity)
-            });
-            let on_cpu = match tid.and_then(|t| activity.get(&t)) {
-                Some(&running) => running && !looks_idle(&trace),
-                // Unknown thread: trust py-spy's own judgement (its idle heuristic).
-                None => trace.active,
-            };
-            if !on_cpu || trace.frames.is_empty() {
-                continue;
+        };
+        match raw {
+            Raw::Own(threads) => {
+                let Engine::Own(frames) = &self.engine else {
+                    unreachable!("an own read comes from the own reader")
+                };
+                for thread in threads.map_err(failed)? {
+                    let innermost = thread.frames.first().and_then(|f| frames.named(f.0));
+                    if thread.frames.is_empty()
+                        || innermost.is_some_and(|n| looks_idle(&n.function, &n.filename))
+                    {
+                        continue;
+                    }
+                    let frames = thread
+                        .frames
+                        .iter()
+                        .rev()
+                        .filter_map(|&(code, line)| {
+                            let n = frames.named(code)?;
+                            Some(Frame {
+                                file: n.short.clone().unwrap_or_else(|| n.filename.clone()),
+                                function: n.function.clone(),
+                                line: line.max(0) as u32,
+                            })
+                        })
+                        .collect();
+                    out.push(Stack {
+                        thread_id: thread
+                            .os_thread_id
+                            .map(u64::from)
+                            .unwrap_or(thread.thread_id),
+                        frames,
+                    });
+                }
+                Ok(())
             }
-            let frames = trace
-                .frames
-                .into_iter()
-                .rev()
-                .map(|f| Frame {
-                    file: f.short_filename.unwrap_or(f.filename),
-                    function: f.name,
-                    line: f.line.max(0) as u32,
-                })
-                .collect();
-            out.push(Stack {
-                thread_id: tid.map(u64::from).unwrap_or(trace.thread_id),
-                frames,
-            });
+            Raw::PySpy { traces, fast_hit } => {
+                if let (Some(hit), Engine::PySpy(fast)) = (fast_hit, &mut self.engine) {
+                    fast.record(hit, pid);
+                }
+                for trace in traces.map_err(failed)? {
+                    let tid = trace.os_thread_id.map(|t| t as u32).or_else(|| {
+                        self.tids
+                            .lookup(&self.inner.process, trace.thread_id, activity)
+                    });
+                    let idle = trace
+                        .frames
+                        .first()
+                        .is_some_and(|f| looks_idle(&f.name, &f.filename));
+                    let on_cpu = match tid.and_then(|t| activity.get(&t)) {
+                        Some(&running) => running && !idle,
+                        // Unknown thread: trust py-spy's own judgement (its idle heuristic).
+                        None => trace.active,
+                    };
+                    if !on_cpu || trace.frames.is_empty() {
+                        continue;
+                    }
+                    let frames = trace
+                        .frames
+                        .into_iter()
+                        .rev()
+                        .map(|f| Frame {
+                            file: f.short_filename.unwrap_or(f.filename),
+                            function: f.name,
+                            line: f.line.max(0) as u32,
+                        })
+                        .collect();
+                    out.push(Stack {
+                        thread_id: tid.map(u64::from).unwrap_or(trace.thread_id),
+                        frames,
+                    });
+                }
+                Ok(())
+            }
         }
-        Ok(())
+    }
+}
+
+/// Reads with py-spy's reader: every thread, or only the GIL holder when exactly one thread
+/// runs and that works here.
+fn read_with_pyspy(
+    inner: &mut PythonSpy,
+    tids: &mut tids::TidMap,
+    fast: &GilFastPath,
+    activity: &ThreadActivity,
+    locked: bool,
+) -> (anyhow::Result<Vec<py_spy::StackTrace>>, Option<bool>) {
+    // A CPU profile only wants the threads that are running.
+    let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
+    let (only_running, second) = (running.next(), running.next());
+    if second.is_some() || !fast.enabled() {
+        return (read_traces(inner, locked, false), None);
+    }
+    // One running thread: if it holds the GIL, its stack is the whole sample, and py-spy
+    // skips its own /proc scan and every idle thread's stack.
+    let traces = match read_traces(inner, locked, true) {
+        Ok(traces) => traces,
+        Err(e) => return (Err(e), None),
+    };
+    let hit = traces.len() == 1 && {
+        let t = &traces[0];
+        t.os_thread_id
+            .map(|t| t as u32)
+            .or_else(|| tids.lookup(&inner.process, t.thread_id, activity))
+            == only_running
+    };
+    if hit {
+        (Ok(traces), Some(true))
+    } else {
+        (read_traces(inner, locked, false), Some(false))
     }
 }
 
@@ -266,18 +402,16 @@ impl GilFastPath {
 }
 
 /// py-spy's heuristic for threads that are "running" in the OS's eyes but only waiting in a
-/// well-known poll/wait call (same rules as `PythonSpy::_heuristic_is_thread_idle`).
-fn looks_idle(trace: &py_spy::StackTrace) -> bool {
-    let Some(frame) = trace.frames.first() else {
-        return false;
-    };
-    (frame.name == "wait" && frame.filename.ends_with("threading.py"))
-        || (frame.name == "select" && frame.filename.ends_with("selectors.py"))
-        || (frame.name == "poll"
-            && (frame.filename.ends_with("asyncore.py")
-                || frame.filename.contains("zmq")
-                || frame.filename.contains("gevent")
-                || frame.filename.contains("tornado")))
+/// well-known poll/wait call, judged by the innermost frame (same rules as
+/// `PythonSpy::_heuristic_is_thread_idle`).
+fn looks_idle(name: &str, filename: &str) -> bool {
+    (name == "wait" && filename.ends_with("threading.py"))
+        || (name == "select" && filename.ends_with("selectors.py"))
+        || (name == "poll"
+            && (filename.ends_with("asyncore.py")
+                || filename.contains("zmq")
+                || filename.contains("gevent")
+                || filename.contains("tornado")))
 }
 
 #[cfg(test)]

@@ -1,0 +1,278 @@
+//! Reading the target's memory with as few `process_vm_readv` calls as the data allows.
+//!
+//! A call costs about 1.3-2.2 µs whatever it reads up to a few KiB, plus about 0.5 µs per extra
+//! remote iovec; so the reader asks for whole 4 KiB pages, merges neighbouring pages into one
+//! iovec, and asks for every page it already knows it needs (the 3.11+ data stack, every code
+//! object of a sample) in one call. [`Pages`] holds what one sample read: a page is read at most
+//! once per sample, and never kept across samples (everything in it may have changed).
+
+use remoteprocess::ProcessMemory;
+use rustc_hash::FxHashMap;
+use std::io;
+
+pub const PAGE: usize = 4096;
+
+/// At most this many iovecs per call (the kernel's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// The target's address space, and a count of the calls made on it.
+pub struct Memory {
+    pid: libc::pid_t,
+    calls: std::cell::Cell<u64>,
+}
+
+impl Memory {
+    pub fn new(pid: u32) -> Memory {
+        Memory {
+            pid: pid as libc::pid_t,
+            calls: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `process_vm_readv` calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.get()
+    }
+
+    /// Reads every `(address, length)` range into consecutive parts of `buf` (one call per
+    /// [`IOV_MAX`] ranges); the number of bytes read. A short count means a range that was not
+    /// mapped: the kernel stops at the first one.
+    pub fn read_ranges(&self, ranges: &[(usize, usize)], buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0usize;
+        let mut local = Vec::with_capacity(ranges.len().min(IOV_MAX));
+        let mut remote = Vec::with_capacity(ranges.len().min(IOV_MAX));
+        for batch in ranges.chunks(IOV_MAX) {
+            local.clear();
+            remote.clear();
+            let mut at = done;
+            for &(addr, len) in batch {
+                local.push(libc::iovec {
+                    iov_base: buf[at..at + len].as_mut_ptr().cast(),
+                    iov_len: len,
+                });
+                remote.push(libc::iovec {
+                    iov_base: addr as *mut libc::c_void,
+                    iov_len: len,
+                });
+                at += len;
+            }
+            self.calls.set(self.calls.get() + 1);
+            // SAFETY: every local iovec lies inside `buf`, which outlives the call.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            done += n as usize;
+            if done < at {
+                return Ok(done);
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl ProcessMemory for Memory {
+    fn read(&self, addr: usize, buf: &mut [u8]) -> Result<(), remoteprocess::Error> {
+        let n = self.read_ranges(&[(addr, buf.len())], buf)?;
+        if n < buf.len() {
+            return Err(remoteprocess::Error::IOError(io::Error::from_raw_os_error(
+                libc::EFAULT,
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The pages one sample has read.
+#[derive(Default)]
+pub struct Pages {
+    /// Page address → offset of its copy in `bytes`.
+    index: FxHashMap<usize, usize>,
+    /// Page copies; only `bytes[..used]` belong to this sample (the rest is kept, not zeroed).
+    bytes: Vec<u8>,
+    used: usize,
+    /// Pages found unreadable during this sample.
+    unreadable: Vec<usize>,
+}
+
+impl Pages {
+    /// Forgets everything (at the start of a sample); keeps the allocations.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.used = 0;
+        self.unreadable.clear();
+    }
+
+    /// Reads, in one call, every page that holds part of one of `ranges` and is not read yet.
+    /// Pages that turn out unmapped are remembered as such; the others are kept.
+    pub fn prefetch(&mut self, mem: &Memory, ranges: &[(usize, usize)]) {
+        let mut wanted: Vec<usize> = Vec::new();
+        for &(addr, len) in ranges {
+            if len == 0 {
+                continue;
+            }
+            let first = addr & !(PAGE - 1);
+            let last = (addr + len - 1) & !(PAGE - 1);
+            let mut page = first;
+            while page <= last {
+                if !self.index.contains_key(&page) && !self.unreadable.contains(&page) {
+                    wanted.push(page);
+                }
+                page += PAGE;
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        // Neighbouring pages become one iovec.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &page in &wanted {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == page => *len += PAGE,
+                _ => runs.push((page, PAGE)),
+            }
+        }
+        self.read_runs(mem, &runs);
+    }
+
+    fn read_runs(&mut self, mem: &Memory, runs: &[(usize, usize)]) {
+        let base = self.used;
+        let total: usize = runs.iter().map(|r| r.1).sum();
+        if self.bytes.len() < base + total {
+            self.bytes.resize(base + total, 0);
+        }
+        self.used = base + total;
+        let got = mem
+            .read_ranges(runs, &mut self.bytes[base..base + total])
+            .unwrap_or(0);
+        let mut at = 0usize;
+        for (i, &(start, len)) in runs.iter().enumerate() {
+            let good = got.saturating_sub(at).min(len) / PAGE;
+            for k in 0..good {
+                self.index.insert(start + k * PAGE, base + at + k * PAGE);
+            }
+            if good * PAGE == len {
+                at += len;
+                continue;
+            }
+            // This run stopped at page `good`; nothing after it was read.
+            self.used = base + at + good * PAGE;
+            let failed = start + good * PAGE;
+            let mut rest: Vec<(usize, usize)> = Vec::new();
+            if good > 0 || len == PAGE {
+                // The kernel got that far, so the page it stopped at is the unmapped one.
+                self.unreadable.push(failed);
+                if failed + PAGE < start + len {
+                    rest.push((failed + PAGE, start + len - failed - PAGE));
+                }
+            } else {
+                // Nothing of a longer run: which of its pages is unmapped is found page by page.
+                rest.extend((0..len / PAGE).map(|k| (start + k * PAGE, PAGE)));
+            }
+            rest.extend_from_slice(&runs[i + 1..]);
+            if !rest.is_empty() {
+                self.read_runs(mem, &rest);
+            }
+            return;
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `addr`, reading the pages not yet read (one call).
+    pub fn read(&mut self, mem: &Memory, addr: usize, buf: &mut [u8]) -> io::Result<()> {
+        if !self.copy(addr, buf) {
+            self.prefetch(mem, &[(addr, buf.len())]);
+            if !self.copy(addr, buf) {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+        }
+        Ok(())
+    }
+
+    /// A `T` at `addr` (a plain C struct: any bytes are a valid value).
+    pub fn get<T: Copy>(&mut self, mem: &Memory, addr: usize) -> io::Result<T> {
+        let mut value = std::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: the bytes are all written by `read` before `assume_init`, and T is plain
+        // old data (bindgen's structs of integers and raw pointers).
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(value.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>())
+        };
+        self.read(mem, addr, bytes)?;
+        Ok(unsafe { value.assume_init() })
+    }
+
+    /// Copies from pages already read; false when one is missing.
+    fn copy(&self, addr: usize, buf: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = addr + done;
+            let page = at & !(PAGE - 1);
+            let Some(&offset) = self.index.get(&page) else {
+                return false;
+            };
+            let within = at - page;
+            let n = (PAGE - within).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&self.bytes[offset + within..offset + within + n]);
+            done += n;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_read_once_and_merged() {
+        // Our own memory: three pages of a known pattern, the middle one unmapped.
+        let len = 4 * PAGE;
+        // SAFETY: a fresh anonymous mapping, unmapped at the end of the test.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as usize;
+        for i in 0..len {
+            unsafe { *((base + i) as *mut u8) = (i % 251) as u8 };
+        }
+        let mem = Memory::new(std::process::id());
+        let mut pages = Pages::default();
+        // Two neighbouring pages and one further away: one call.
+        pages.prefetch(&mem, &[(base + 10, 2 * PAGE), (base + 3 * PAGE + 5, 8)]);
+        assert_eq!(mem.calls(), 1);
+        let mut buf = vec![0u8; PAGE + 100];
+        pages.read(&mem, base + PAGE - 50, &mut buf).unwrap();
+        assert_eq!(mem.calls(), 1, "already read");
+        assert!(buf.iter().enumerate().all(|(i, &b)| b == ((PAGE - 50 + i) % 251) as u8));
+        let v: u64 = pages.get(&mem, base + 3 * PAGE + 8).unwrap();
+        assert_eq!(v.to_ne_bytes()[0], ((3 * PAGE + 8) % 251) as u8);
+        assert_eq!(mem.calls(), 1);
+
+        // An unmapped page in the middle of a run: the pages around it are still read.
+        unsafe { libc::munmap((base + PAGE) as *mut libc::c_void, PAGE) };
+        pages.clear();
+        pages.prefetch(&mem, &[(base, 3 * PAGE)]);
+        assert!(pages.read(&mem, base + 8, &mut [0u8; 8]).is_ok());
+        assert!(pages.read(&mem, base + 2 * PAGE, &mut [0u8; 8]).is_ok());
+        let calls = mem.calls();
+        assert!(pages.read(&mem, base + PAGE, &mut [0u8; 8]).is_err());
+        assert_eq!(mem.calls(), calls, "an unreadable page is not tried again");
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    }
+}
