@@ -9,19 +9,31 @@ use std::time::SystemTime;
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub frames: Vec<Frame>,
-    /// Stacks as indexes into `frames`, **root first**, with their sample counts.
-    pub stacks: Vec<(Vec<u32>, u64)>,
+    /// Stacks as indexes into `frames`, **root first**, with what they weigh.
+    pub stacks: Vec<(Vec<u32>, Weight)>,
     pub start: SystemTime,
     pub end: SystemTime,
-    /// Nanoseconds of CPU one sample stands for (1e9 / sample rate).
+    /// The sampling period (1e9 / sample rate), in nanoseconds.
     pub period_ns: u64,
     /// The spy that took most of the samples (`pyspy`, `rbspy`).
     pub spy_name: &'static str,
 }
 
+/// What a stack weighs: how many samples found it, and the CPU time they stand for (each
+/// sample its thread's CPU time since the previous tick, see [`spy::Stack::cpu_ns`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Weight {
+    pub samples: u64,
+    pub cpu_ns: u64,
+}
+
 impl Profile {
     pub fn total_samples(&self) -> u64 {
-        self.stacks.iter().map(|(_, n)| n).sum()
+        self.stacks.iter().map(|(_, w)| w.samples).sum()
+    }
+
+    pub fn total_cpu_ns(&self) -> u64 {
+        self.stacks.iter().map(|(_, w)| w.cpu_ns).sum()
     }
 
     /// A stack as `;`-joined text, root first, with `name` rendering each frame.
@@ -46,7 +58,7 @@ pub fn frame_label(f: &Frame) -> String {
     }
 }
 
-type Counts = HashMap<Vec<u32>, u64>;
+type Counts = HashMap<Vec<u32>, Weight>;
 
 /// Collects samples. Frames are interned once for the whole run; stacks per window.
 pub struct Aggregator {
@@ -80,6 +92,7 @@ impl Aggregator {
     pub fn add(&mut self, stack: Stack, spy: &'static str) {
         *self.window_spies.entry(spy).or_default() += 1;
         *self.total_spies.entry(spy).or_default() += 1;
+        let cpu_ns = stack.cpu_ns.unwrap_or(self.period_ns);
         self.scratch.clear();
         for frame in stack.frames {
             let id = match self.frame_ids.get(&frame) {
@@ -93,9 +106,9 @@ impl Aggregator {
             };
             self.scratch.push(id);
         }
-        bump(&mut self.window, &self.scratch);
+        bump(&mut self.window, &self.scratch, cpu_ns);
         if let Some(total) = &mut self.total {
-            bump(total, &self.scratch);
+            bump(total, &self.scratch, cpu_ns);
         }
     }
 
@@ -124,7 +137,7 @@ impl Aggregator {
 
     fn build(
         &self,
-        counts: impl Iterator<Item = (Vec<u32>, u64)>,
+        counts: impl Iterator<Item = (Vec<u32>, Weight)>,
         start: SystemTime,
         end: SystemTime,
         spy_name: &'static str,
@@ -132,7 +145,7 @@ impl Aggregator {
         // Re-index so the profile carries only the frames it uses.
         let mut remap: HashMap<u32, u32> = HashMap::new();
         let mut frames = Vec::new();
-        let mut stacks: Vec<(Vec<u32>, u64)> = counts
+        let mut stacks: Vec<(Vec<u32>, Weight)> = counts
             .map(|(stack, n)| {
                 let s = stack
                     .iter()
@@ -167,11 +180,15 @@ fn main_spy(counts: &HashMap<&'static str, u64>) -> &'static str {
         .unwrap_or("")
 }
 
-fn bump(counts: &mut Counts, stack: &[u32]) {
+fn bump(counts: &mut Counts, stack: &[u32], cpu_ns: u64) {
+    let one = Weight { samples: 1, cpu_ns };
     match counts.get_mut(stack) {
-        Some(n) => *n += 1,
+        Some(w) => {
+            w.samples += 1;
+            w.cpu_ns += cpu_ns;
+        }
         None => {
-            counts.insert(stack.to_vec(), 1);
+            counts.insert(stack.to_vec(), one);
         }
     }
 }
@@ -193,11 +210,12 @@ mod tests {
     fn windows_and_totals() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut a = Aggregator::new(100, t0, true);
-        for _ in 0..3 {
+        for ns in [None, Some(4_000_000), Some(25_000_000)] {
             a.add(
                 Stack {
                     thread_id: 1,
                     frames: vec![f("main"), f("slow")],
+                    cpu_ns: ns,
                 },
                 "pyspy",
             );
@@ -206,6 +224,7 @@ mod tests {
             Stack {
                 thread_id: 1,
                 frames: vec![f("main"), f("fast")],
+                cpu_ns: None,
             },
             "pyspy",
         );
@@ -219,13 +238,24 @@ mod tests {
             .iter()
             .map(|(s, n)| (w.stack_text(s, |f| f.function.clone()), *n))
             .collect();
-        assert!(texts.contains(&("main;slow".into(), 3)));
-        assert!(texts.contains(&("main;fast".into(), 1)));
+        // A sample without a measured CPU time stands for one period (10 ms at 100 Hz).
+        let slow = Weight {
+            samples: 3,
+            cpu_ns: 10_000_000 + 4_000_000 + 25_000_000,
+        };
+        let fast = Weight {
+            samples: 1,
+            cpu_ns: 10_000_000,
+        };
+        assert!(texts.contains(&("main;slow".into(), slow)));
+        assert!(texts.contains(&("main;fast".into(), fast)));
+        assert_eq!(w.total_cpu_ns(), 49_000_000);
         assert!(a.take_window(t0, t0).is_none());
         a.add(
             Stack {
                 thread_id: 1,
                 frames: vec![f("other")],
+                cpu_ns: None,
             },
             "rbspy",
         );

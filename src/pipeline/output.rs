@@ -86,7 +86,7 @@ pub fn file_timestamp() -> String {
 fn collapsed_lines(p: &Profile) -> Vec<String> {
     p.stacks
         .iter()
-        .map(|(s, n)| format!("{} {n}", p.stack_text(s, frame_label)))
+        .map(|(s, w)| format!("{} {}", p.stack_text(s, frame_label), w.samples))
         .collect()
 }
 
@@ -143,7 +143,7 @@ impl Outputter for Speedscope {
             .map(|f| serde_json::json!({ "name": f.function, "file": f.file, "line": f.line }))
             .collect();
         let samples: Vec<&Vec<u32>> = p.stacks.iter().map(|(s, _)| s).collect();
-        let weights: Vec<u64> = p.stacks.iter().map(|(_, n)| n * p.period_ns).collect();
+        let weights: Vec<u64> = p.stacks.iter().map(|(_, w)| w.cpu_ns).collect();
         let total: u64 = weights.iter().sum();
         let doc = serde_json::json!({
             "$schema": "https://www.speedscope.app/file-format-schema.json",
@@ -192,6 +192,7 @@ pub fn write_file(path: &Path, format: OutputFormat, profile: &Profile, title: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::aggregate::Weight;
     use spy::Frame;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -203,7 +204,22 @@ mod tests {
         };
         Profile {
             frames: vec![f("main"), f("slow")],
-            stacks: vec![(vec![0, 1], 2), (vec![0], 1)],
+            stacks: vec![
+                (
+                    vec![0, 1],
+                    Weight {
+                        samples: 2,
+                        cpu_ns: 20_000_000,
+                    },
+                ),
+                (
+                    vec![0],
+                    Weight {
+                        samples: 1,
+                        cpu_ns: 10_000_000,
+                    },
+                ),
+            ],
             start: UNIX_EPOCH,
             end: UNIX_EPOCH + Duration::from_secs(1),
             period_ns: 10_000_000,

@@ -156,7 +156,7 @@ impl Strings {
 }
 
 /// Encodes a profile as a pprof CPU profile: sample type `cpu`/`nanoseconds`, one value per
-/// stack = samples × period; functions carry name, file and line.
+/// stack = the CPU time its samples stand for; functions carry name, file and line.
 pub fn to_pprof(p: &Profile) -> PprofProfile {
     let mut strings = Strings::new();
     let cpu = strings.id("cpu");
@@ -197,13 +197,12 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
             }
         })
         .collect();
-    let period = p.period_ns as i64;
     let sample = p
         .stacks
         .iter()
-        .map(|(stack, n)| Sample {
+        .map(|(stack, w)| Sample {
             location_id: stack.iter().rev().map(|&i| u64::from(i) + 1).collect(),
-            value: vec![*n as i64 * period],
+            value: vec![w.cpu_ns as i64],
             label: vec![],
         })
         .collect();
@@ -222,7 +221,7 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
             r#type: cpu,
             unit: ns,
         }),
-        period,
+        period: p.period_ns as i64,
         string_table: strings.table,
         ..Default::default()
     }
@@ -256,10 +255,15 @@ mod tests {
             file: "app.py".into(),
             line: l,
         };
+        // Samples at 100 Hz that each stand for one period.
+        let w = |samples| crate::pipeline::aggregate::Weight {
+            samples,
+            cpu_ns: samples * 10_000_000,
+        };
         let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let p = Profile {
             frames: vec![f("main", 1), f("slow", 5), f("slow", 6)],
-            stacks: vec![(vec![0, 1], 3), (vec![0, 2], 1)],
+            stacks: vec![(vec![0, 1], w(3)), (vec![0, 2], w(1))],
             start,
             end: start + Duration::from_secs(10),
             period_ns: 10_000_000,

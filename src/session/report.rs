@@ -17,6 +17,9 @@ pub(super) struct Stats {
     pub late: u64,
     /// Reads done while the target was paused (blocking mode).
     pub paused_reads: u64,
+    /// `process_vm_readv` calls of the samples whose spy counts them, and those samples.
+    pub memory_reads: u64,
+    pub counted_samples: u64,
 }
 
 /// The summary line: samples, stacks, errors, and what the agent's CPU time came to.
@@ -33,8 +36,15 @@ pub(super) fn summary(stats: &Stats, blocking: bool) {
         0 if !blocking => String::new(),
         n => format!(", {n} read with the target paused"),
     };
+    let reads = match stats.counted_samples {
+        0 => String::new(),
+        n => format!(
+            ", {:.1} process_vm_readv per sample",
+            stats.memory_reads as f64 / n as f64
+        ),
+    };
     log::info!(
-        "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks{paused}); agent CPU {:.1} ms{per_sample}",
+        "{} samples of {} stacks taken ({} errors, {} spy panics, {} late ticks{paused}); agent CPU {:.1} ms{per_sample}{reads}",
         stats.process_samples,
         stats.stacks,
         stats.errors,

@@ -78,9 +78,14 @@ impl Sampler {
                     (true, false) => Some(&mut lock_pauser),
                 };
                 let mut counting = inner.map(|inner| CountingPauser { inner, reads: 0 });
+                let reads_before = spy.memory_reads();
                 let result = in_spy(|| {
                     spy.sample(counting.as_mut().map(|c| c as &mut dyn Pauser), &mut stacks)
                 });
+                if let (Some(before), Some(after)) = (reads_before, spy.memory_reads()) {
+                    self.stats.memory_reads += after.saturating_sub(before);
+                    self.stats.counted_samples += 1;
+                }
                 self.stats.paused_reads += counting.map_or(0, |c| c.reads);
                 result
             };

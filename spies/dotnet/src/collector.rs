@@ -231,11 +231,13 @@ impl Collector {
                 self.ready.push(Stack {
                     thread_id: p.thread_id,
                     frames: frames.clone(),
+                    cpu_ns: None,
                 });
             }
             self.ready.push(Stack {
                 thread_id: p.thread_id,
                 frames,
+                cpu_ns: None,
             });
             self.stats.stacks_emitted += p.copies as u64;
         }

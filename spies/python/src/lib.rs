@@ -8,14 +8,13 @@
 //!   `exec` the agent is already the target's ptrace tracer;
 //! * idle threads are judged from thread states read **before** the pause, and, on CPython < 3.11
 //!   where py-spy (without libunwind) does not know a thread's OS id, from the pthread → tid map
-//!   read out of the target's memory ([`tids::TidMap`]).
+//!   read out of the target's memory ([`spy::spy::tids::TidMap`]).
 
 mod memory;
 pub mod reader;
 
 /// py-spy itself, for tests and tools that compare with its reader.
 pub use py_spy;
-mod tids;
 
 use py_spy::config::{LineNo, LockingStrategy};
 use py_spy::{Config, PythonSpy};
@@ -92,7 +91,7 @@ impl Runtime for Python {
                 version: inner.version.to_string(),
                 inner,
                 engine,
-                tids: tids::TidMap::default(),
+                tids: spy::tids::TidMap::default(),
             },
         )))
     }
@@ -147,6 +146,16 @@ pub fn frames_for(
     })
 }
 
+/// py-spy's process handle as [`spy::tids::ReadMemory`].
+struct Pm<'a>(&'a remoteprocess::Process);
+
+impl spy::tids::ReadMemory for Pm<'_> {
+    fn read_bytes(&self, addr: usize, buf: &mut [u8]) -> bool {
+        use remoteprocess::ProcessMemory;
+        self.0.read(addr, buf).is_ok()
+    }
+}
+
 /// The reader a process is read with.
 enum Engine {
     Own(Box<dyn reader::Frames>),
@@ -191,7 +200,7 @@ struct PythonReader {
     inner: PythonSpy,
     version: String,
     engine: Engine,
-    tids: tids::TidMap,
+    tids: spy::tids::TidMap,
 }
 
 /// Reads thread stacks (only the GIL holder's with `gil_only`); `locked` when the caller has
@@ -225,6 +234,13 @@ impl StackReader for PythonReader {
 
     fn describe(&self) -> String {
         format!("CPython {}", self.version)
+    }
+
+    fn memory_reads(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Own(frames) => Some(frames.calls()),
+            Engine::PySpy(_) => None,
+        }
     }
 
     fn read(&mut self, activity: &ThreadActivity, locked: bool) -> Raw {
@@ -295,6 +311,7 @@ impl StackReader for PythonReader {
                             .map(u64::from)
                             .unwrap_or(thread.thread_id),
                         frames,
+                        cpu_ns: None,
                     });
                 }
                 Ok(())
@@ -306,7 +323,7 @@ impl StackReader for PythonReader {
                 for trace in traces.map_err(failed)? {
                     let tid = trace.os_thread_id.map(|t| t as u32).or_else(|| {
                         self.tids
-                            .lookup(&self.inner.process, trace.thread_id, activity)
+                            .lookup(&Pm(&self.inner.process), trace.thread_id, activity)
                     });
                     let idle = trace
                         .frames
@@ -333,6 +350,7 @@ impl StackReader for PythonReader {
                     out.push(Stack {
                         thread_id: tid.map(u64::from).unwrap_or(trace.thread_id),
                         frames,
+                        cpu_ns: None,
                     });
                 }
                 Ok(())
@@ -345,7 +363,7 @@ impl StackReader for PythonReader {
 /// runs and that works here.
 fn read_with_pyspy(
     inner: &mut PythonSpy,
-    tids: &mut tids::TidMap,
+    tids: &mut spy::tids::TidMap,
     fast: &GilFastPath,
     activity: &ThreadActivity,
     locked: bool,
@@ -366,7 +384,7 @@ fn read_with_pyspy(
         let t = &traces[0];
         t.os_thread_id
             .map(|t| t as u32)
-            .or_else(|| tids.lookup(&inner.process, t.thread_id, activity))
+            .or_else(|| tids.lookup(&Pm(&inner.process), t.thread_id, activity))
             == only_running
     };
     if hit {

@@ -92,6 +92,12 @@ impl ProcessMemory for Memory {
     }
 }
 
+impl spy::tids::ReadMemory for Memory {
+    fn read_bytes(&self, addr: usize, buf: &mut [u8]) -> bool {
+        ProcessMemory::read(self, addr, buf).is_ok()
+    }
+}
+
 /// The pages one sample has read.
 #[derive(Default)]
 pub struct Pages {

@@ -116,6 +116,7 @@ impl Runtime for Ruby {
                 cwd: spy::procfs::cwd(pid),
                 version: running,
                 unverified,
+                tids: spy::tids::TidMap::default(),
             },
         )))
     }
@@ -133,6 +134,7 @@ struct RubyReader {
     version: String,
     /// Set while a version fallback is on trial.
     unverified: Option<Unverified>,
+    tids: spy::tids::TidMap,
 }
 
 /// A process read with another release's layout, until enough of its stacks looked sane.
@@ -192,7 +194,7 @@ impl StackReader for RubyReader {
     fn stacks(
         &mut self,
         result: Self::Raw,
-        _: &ThreadActivity,
+        activity: &ThreadActivity,
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError> {
         let pid = self.pid;
@@ -249,7 +251,16 @@ impl StackReader for RubyReader {
                 self.unverified = None;
             }
         }
-        out.push(convert(&trace, self.cwd.as_deref()));
+        let mut stack = convert(&trace, self.cwd.as_deref());
+        // rbspy gives the `pthread_t` before Ruby 3.2: the OS id is what weights the stack by
+        // its thread's CPU time.
+        let id = stack.thread_id;
+        stack.thread_id = u32::try_from(id)
+            .ok()
+            .filter(|tid| activity.contains_key(tid))
+            .or_else(|| self.tids.lookup(&spy::tids::ProcessVm(pid), id, activity))
+            .map_or(id, u64::from);
+        out.push(stack);
         Ok(())
     }
 }
@@ -271,6 +282,7 @@ fn convert(trace: &rbspy::StackTrace, cwd: Option<&str>) -> Stack {
     Stack {
         thread_id: trace.thread_id.unwrap_or(0) as u64,
         frames,
+        cpu_ns: None,
     }
 }
 

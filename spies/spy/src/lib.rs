@@ -19,6 +19,7 @@ mod thread_states;
 
 pub use on_cpu::{with_pauser, OnCpuSpy, StackReader};
 pub use thread_states::{ThreadActivity, ThreadStates};
+pub mod tids;
 
 use std::fmt;
 
@@ -40,6 +41,10 @@ pub struct Stack {
     /// OS thread id when the spy knows it, else the runtime's own id.
     pub thread_id: u64,
     pub frames: Vec<Frame>,
+    /// The CPU time this sample stands for, in nanoseconds: what the kernel counted for the
+    /// thread since the previous tick ([`OnCpuSpy`] fills it in from `schedstat`). `None`: one
+    /// sampling period (when the thread's CPU time is not known, e.g. its first sample).
+    pub cpu_ns: Option<u64>,
 }
 
 /// Why a process could not be paused.
@@ -82,6 +87,10 @@ pub trait Spy {
         pauser: Option<&mut dyn Pauser>,
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError>;
+    /// `process_vm_readv` calls made so far, where the spy counts them (for the summary).
+    fn memory_reads(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a sample could not be taken.

@@ -12,6 +12,10 @@ pub trait StackReader {
     /// Reads what this sample needs, and nothing else: with a pauser this runs while the
     /// process is stopped (`paused`). `activity` tells which threads are on CPU; at least one is.
     fn read(&mut self, activity: &ThreadActivity, paused: bool) -> Self::Raw;
+    /// `process_vm_readv` calls made so far, where the reader counts them.
+    fn memory_reads(&self) -> Option<u64> {
+        None
+    }
     /// After the process runs again: one [`Stack`] per on-CPU thread into `out`, or why not.
     fn stacks(
         &mut self,
@@ -45,6 +49,10 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         self.reader.describe()
     }
 
+    fn memory_reads(&self) -> Option<u64> {
+        self.reader.memory_reads()
+    }
+
     fn sample(
         &mut self,
         pauser: Option<&mut dyn Pauser>,
@@ -56,7 +64,18 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         }
         let reader = &mut self.reader;
         let raw = with_pauser(pauser, self.pid, |paused| reader.read(activity, paused))?;
-        self.reader.stacks(raw, activity, out)
+        let first = out.len();
+        let result = self.reader.stacks(raw, activity, out);
+        // Each stack stands for the CPU time its thread really got since the previous tick:
+        // with CPUs shared or a cgroup quota, less than a period; after a late tick, more.
+        for stack in &mut out[first..] {
+            if stack.cpu_ns.is_none() {
+                stack.cpu_ns = u32::try_from(stack.thread_id)
+                    .ok()
+                    .and_then(|tid| self.states.cpu_since_last(tid));
+            }
+        }
+        result
     }
 }
 
@@ -107,6 +126,7 @@ mod tests {
         ) -> Result<(), SampleError> {
             out.extend((0..running).map(|i| Stack {
                 thread_id: i as u64,
+                cpu_ns: None,
                 frames: vec![Frame {
                     function: "f".into(),
                     file: "f.x".into(),

@@ -20,6 +20,8 @@ pub struct ThreadStates {
     threads: HashMap<u32, ThreadFiles>,
     buf: Vec<u8>,
     activity: ThreadActivity,
+    /// CPU time each thread used between the two latest reads, where both were known.
+    cpu_delta: HashMap<u32, u64>,
 }
 
 struct ThreadFiles {
@@ -36,6 +38,7 @@ impl ThreadStates {
             threads: HashMap::new(),
             buf: vec![0; 1024],
             activity: HashMap::new(),
+            cpu_delta: HashMap::new(),
         }
     }
 
@@ -44,6 +47,7 @@ impl ThreadStates {
         let tids = self.list()?;
         self.threads.retain(|tid, _| tids.contains(tid));
         self.activity.clear();
+        self.cpu_delta.clear();
         for tid in tids {
             if !self.threads.contains_key(&tid) {
                 let base = format!("/proc/{}/task/{tid}", self.pid);
@@ -79,7 +83,10 @@ impl ThreadStates {
                     .ok()
             });
             let ran = match (files.cpu_ns, cpu_ns) {
-                (Some(before), Some(now)) => now > before,
+                (Some(before), Some(now)) => {
+                    self.cpu_delta.insert(tid, now.saturating_sub(before));
+                    now > before
+                }
                 _ => true,
             };
             files.cpu_ns = cpu_ns;
@@ -92,6 +99,12 @@ impl ThreadStates {
             ));
         }
         Ok(&self.activity)
+    }
+
+    /// The CPU time (ns) thread `tid` used between the last two [`read`](Self::read)s; `None`
+    /// when not known (its first read, or a kernel without `schedstat`).
+    pub fn cpu_since_last(&self, tid: u32) -> Option<u64> {
+        self.cpu_delta.get(&tid).copied()
     }
 
     fn list(&mut self) -> std::io::Result<Vec<u32>> {

@@ -2,15 +2,40 @@
 //! thread's `struct pthread`) to its OS thread id, by reading the `tid` field of that struct in
 //! the target's memory.
 //!
-//! py-spy knows the OS thread id directly only on CPython 3.11+ (`PyThreadState.native_thread_id`)
-//! or with libunwind (register inspection, blocking mode only). Without it every thread of an
-//! older CPython would count as running. The offset of `tid` inside `struct pthread` depends on
+//! CPython before 3.11 and Ruby before 3.2 keep only the `pthread_t` of a thread (CPython 3.11+
+//! has `PyThreadState.native_thread_id`). Without the OS id a thread's state and CPU time cannot be
+//! looked up: every thread of an older CPython would count as running, and no stack could be
+//! weighted by its thread's CPU time. The offset of `tid` inside `struct pthread` depends on
 //! the C library, so it is found once per process: the offset at which every Python thread's
 //! struct holds one of the process's live tids, distinct per thread (glibc x86_64 uses 0x2d0).
 
-use remoteprocess::ProcessMemory;
-use spy::ThreadActivity;
+use crate::ThreadActivity;
 use std::collections::HashMap;
+
+/// Another process's memory, as [`TidMap`] reads it.
+pub trait ReadMemory {
+    /// Fills `buf` from `addr`; false when that memory cannot be read.
+    fn read_bytes(&self, addr: usize, buf: &mut [u8]) -> bool;
+}
+
+/// A process's memory read with `process_vm_readv`.
+pub struct ProcessVm(pub u32);
+
+impl ReadMemory for ProcessVm {
+    fn read_bytes(&self, addr: usize, buf: &mut [u8]) -> bool {
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: the local iovec is `buf`.
+        let n = unsafe { libc::process_vm_readv(self.0 as libc::pid_t, &local, 1, &remote, 1, 0) };
+        n == buf.len() as isize
+    }
+}
 
 const SCAN_BYTES: usize = 0x800;
 const GLIBC_X86_64_TID_OFFSET: usize = 0x2d0;
@@ -23,9 +48,9 @@ pub struct TidMap {
 
 impl TidMap {
     /// The OS tid of the thread whose `pthread_t` is `pthread`, if it can be read.
-    pub fn lookup<P: ProcessMemory>(
+    pub fn lookup(
         &mut self,
-        mem: &P,
+        mem: &dyn ReadMemory,
         pthread: u64,
         live: &ThreadActivity,
     ) -> Option<u32> {
@@ -45,7 +70,9 @@ impl TidMap {
             }
         };
         let mut buf = [0u8; 4];
-        mem.read(pthread as usize + offset, &mut buf).ok()?;
+        if !mem.read_bytes(pthread as usize + offset, &mut buf) {
+            return None;
+        }
         let tid = u32::from_ne_bytes(buf);
         if !live.contains_key(&tid) {
             return None;
@@ -56,12 +83,14 @@ impl TidMap {
 }
 
 /// Finds the offset of `tid` in `struct pthread` from one thread's struct.
-fn find_offset<P: ProcessMemory>(mem: &P, pthread: u64, live: &ThreadActivity) -> Option<usize> {
+fn find_offset(mem: &dyn ReadMemory, pthread: u64, live: &ThreadActivity) -> Option<usize> {
     if pthread == 0 {
         return None;
     }
     let mut buf = vec![0u8; SCAN_BYTES];
-    mem.read(pthread as usize, &mut buf).ok()?;
+    if !mem.read_bytes(pthread as usize, &mut buf) {
+        return None;
+    }
     let at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
     let candidates: Vec<usize> = (0..SCAN_BYTES)
         .step_by(4)
@@ -86,17 +115,16 @@ mod tests {
         bytes: Vec<u8>,
     }
 
-    impl ProcessMemory for Mem {
-        fn read(&self, addr: usize, buf: &mut [u8]) -> Result<(), remoteprocess::Error> {
-            let start = addr
-                .checked_sub(self.base)
-                .ok_or_else(|| remoteprocess::Error::Other("oob".into()))?;
-            let src = self
-                .bytes
-                .get(start..start + buf.len())
-                .ok_or_else(|| remoteprocess::Error::Other("oob".into()))?;
+    impl ReadMemory for Mem {
+        fn read_bytes(&self, addr: usize, buf: &mut [u8]) -> bool {
+            let Some(start) = addr.checked_sub(self.base) else {
+                return false;
+            };
+            let Some(src) = self.bytes.get(start..start + buf.len()) else {
+                return false;
+            };
             buf.copy_from_slice(src);
-            Ok(())
+            true
         }
     }
 

@@ -1,0 +1,133 @@
+//! CPU time that adds up: the CPU the uploaded profile holds equals the CPU time the kernel gave
+//! the profiled program (±5%), also when CPUs are shared and when a cgroup quota throttles it.
+//! Each stack is weighted by its thread's CPU time since the previous tick (`schedstat`), not by
+//! a fixed period: with 8 busy processes on 2 cores a fixed period counted 2.5x too much.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// The cases run one at a time: each is about its own share of the CPUs.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `busy.py ARGS` under `pyroscope exec` (through `wrapper`, e.g. to enter a cgroup) with
+/// uploads to a test receiver; returns (profile CPU s, kernel CPU s of the program).
+fn profile_and_kernel_cpu(wrapper: &[&str], args: &[&str]) -> (f64, f64, String) {
+    let py = python("3.11");
+    let app = test_app("busy.py");
+    program_cpu(wrapper, &[path_str(&py), path_str(&app)], args)
+}
+
+/// Runs `program ARGS` (which ends printing `cpu SECONDS`) under `pyroscope exec`.
+fn program_cpu(wrapper: &[&str], program: &[&str], args: &[&str]) -> (f64, f64, String) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Receiver::ok();
+    let mut full: Vec<&str> = vec![
+        "exec",
+        "--server-address",
+        &server.url,
+        "--application-name",
+        "cpu-time",
+    ];
+    full.extend_from_slice(program);
+    full.extend_from_slice(args);
+    let mut cmd = if wrapper.is_empty() {
+        pyroscope(&full)
+    } else {
+        let mut c = std::process::Command::new(wrapper[0]);
+        c.args(&wrapper[1..]).arg(bin()).args(&full);
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    cmd.env_remove("PYROSCOPE_SERVER_ADDRESS");
+    let r = run(cmd, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let kernel: f64 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .unwrap_or_else(|| panic!("no cpu line: {} {}", r.stdout, r.stderr))
+        .trim()
+        .parse()
+        .unwrap();
+    let samples = pushed_samples(&server, &[], None, &r.stderr);
+    let profile_ns: i64 = samples.iter().map(|s| s.value).sum();
+    (profile_ns as f64 / 1e9, kernel, r.stderr)
+}
+
+fn assert_adds_up(profile: f64, kernel: f64, stderr: &str) {
+    let ratio = profile / kernel;
+    println!("profile {profile:.3} s, kernel {kernel:.3} s, ratio {ratio:.3}");
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "profile holds {profile:.3} CPU-s, the kernel gave {kernel:.3} (ratio {ratio:.3}); {stderr}"
+    );
+}
+
+#[test]
+fn one_busy_thread() {
+    let (profile, kernel, err) = profile_and_kernel_cpu(&[], &["threads", "1", "4"]);
+    assert!(kernel > 3.0, "the program burned {kernel} s");
+    assert_adds_up(profile, kernel, &err);
+}
+
+#[test]
+fn eight_busy_processes_on_two_cores() {
+    let (profile, kernel, err) = profile_and_kernel_cpu(&[], &["procs", "8", "4"]);
+    // 8 processes × 4 s of wall time, on 2 cores: at most ~8 CPU-s, not 32.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+    assert!(kernel <= cores * 4.5, "kernel CPU {kernel} on {cores} cores");
+    assert_adds_up(profile, kernel, &err);
+}
+
+/// A cgroup (v1 `cpu` controller) limited to half a CPU, removed when dropped.
+struct HalfCpu(std::path::PathBuf);
+
+impl HalfCpu {
+    fn new() -> HalfCpu {
+        let root = std::path::Path::new("/sys/fs/cgroup/cpu");
+        assert!(
+            root.join("cpu.cfs_quota_us").exists(),
+            "this test needs the cgroup v1 cpu controller at {} (and root)",
+            root.display()
+        );
+        let dir = root.join(format!("pyroscope-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a cgroup (run as root)");
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(dir.join("cpu.cfs_quota_us"), "50000").unwrap();
+        HalfCpu(dir)
+    }
+}
+
+impl Drop for HalfCpu {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn one_process_limited_to_half_a_cpu() {
+    let cg = HalfCpu::new();
+    let procs = cg.0.join("cgroup.procs");
+    // The shell enters the cgroup, then becomes pyroscope: agent and program run under the quota.
+    let script = format!("echo $$ > {} && exec \"$0\" \"$@\"", procs.display());
+    let (profile, kernel, err) =
+        profile_and_kernel_cpu(&["sh", "-c", &script], &["threads", "1", "4"]);
+    assert!(
+        kernel < 0.6 * 4.0,
+        "the quota held the program to {kernel} CPU-s in 4 s"
+    );
+    assert!(kernel > 1.0, "the program burned {kernel} s");
+    assert_adds_up(profile, kernel, &err);
+}
+
+/// Ruby: rbspy reads the GVL holder, whose `pthread_t` is mapped to its OS thread to weight it.
+#[test]
+fn four_busy_ruby_processes_on_two_cores() {
+    let app = test_app("busy.rb");
+    let (profile, kernel, err) = program_cpu(&[], &[&ruby(), path_str(&app)], &["4", "3"]);
+    assert!(kernel > 3.0, "the program burned {kernel} s");
+    assert_adds_up(profile, kernel, &err);
+}
