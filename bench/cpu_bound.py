@@ -1,6 +1,8 @@
-"""Benchmark target: a fixed amount of CPU-bound work in a realistic 10-deep stack, plus one
-thread that sleeps (as most services have). Prints "ready", waits for the profiler to attach,
-then prints the wall and CPU seconds the work took."""
+"""Benchmark target: a fixed amount of CPU-bound work in a realistic 10-deep stack (or DEPTH + 2
+frames deep), plus one thread that sleeps (as most services have). Prints "ready", waits for the
+profiler to attach, then prints the wall and CPU seconds the work took.
+
+Usage: cpu_bound.py [ROUNDS] [SETTLE_SECONDS] [DEPTH]"""
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ def sleeper():
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 400
     settle = float(sys.argv[2]) if len(sys.argv) > 2 else 0.7
+    depth = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     t = threading.Thread(target=sleeper)
     t.daemon = True
     t.start()
@@ -35,7 +38,7 @@ def main():
     time.sleep(settle)
     w0, c0 = time.time(), time.process_time()
     for _ in range(rounds):
-        level(8, 20000)
+        level(depth, 20000)
     print("work %.4f %.4f" % (time.time() - w0, time.process_time() - c0))
     sys.stdout.flush()
 

@@ -75,7 +75,7 @@ fn compare_with_pyspy(version: &str) {
         collect_thread_names: false,
         ..Config::default()
     };
-    let mut theirs = PythonSpy::new(pid as _, &config).expect("py-spy attaches");
+    let mut theirs = PythonSpy::retry_new(pid as _, &config, 10).expect("py-spy attaches");
     let v = &theirs.version;
     let mut ours = spy_python::frames_for(
         pid,

@@ -111,11 +111,20 @@ fn own_reader(pid: u32, inner: &PythonSpy) -> Result<Box<dyn reader::Frames>, St
     let v = &inner.version;
     let mut frames = frames_for(pid, v.major, v.minor, inner.addresses.interpreter_address)
         .ok_or_else(|| format!("our reader does not know CPython {v}"))?;
-    let mut threads = Vec::new();
-    frames
-        .read(&mut |_, _, _| (None, true), &mut threads)
-        .map_err(|e| format!("our reader failed: {e:#}"))?;
-    Ok(frames)
+    // Read while the program runs, a read can tear (a frame freed under it): one success of a
+    // few tries is the check.
+    let mut last = None;
+    for _ in 0..5 {
+        let mut threads = Vec::new();
+        match frames.read(&mut |_, _, _| (None, true), &mut threads) {
+            Ok(()) => return Ok(frames),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(format!(
+        "our reader failed: {:#}",
+        last.expect("tried at least once")
+    ))
 }
 
 /// Our reader with py-spy's layout for CPython `major.minor` (py-spy's own choice of layouts).
@@ -256,7 +265,14 @@ impl StackReader for PythonReader {
                     (tid, wanted)
                 };
                 let mut threads = Vec::new();
-                Raw::Own(frames.read(&mut select, &mut threads).map(|()| threads))
+                let mut result = frames.read(&mut select, &mut threads);
+                if result.is_err() && !locked {
+                    // Most failures of a read while the program runs are torn reads (a frame
+                    // freed under it): once more at once, rather than lose the sample.
+                    threads.clear();
+                    result = frames.read(&mut select, &mut threads);
+                }
+                Raw::Own(result.map(|()| threads))
             }
             Engine::PySpy(fast) => {
                 let (traces, fast_hit) =

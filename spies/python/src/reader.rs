@@ -164,6 +164,8 @@ pub struct Reader<I: InterpreterState> {
     pending: Vec<(usize, usize, i32)>,
     /// Code objects whose line table could not be read last time: loaded again.
     retry: Vec<usize>,
+    /// Frames of the chain being walked.
+    chain: rustc_hash::FxHashSet<usize>,
     stats: ReaderStats,
 }
 
@@ -178,6 +180,7 @@ impl<I: InterpreterState> Reader<I> {
             short_names: HashMap::default(),
             pending: Vec::new(),
             retry: Vec::new(),
+            chain: Default::default(),
             stats: ReaderStats::default(),
         }
     }
@@ -240,10 +243,15 @@ where
             };
             let mut frame_ptr = thread.frame(frame_address) as usize;
             let mut visited = 0;
+            self.chain.clear();
             while frame_ptr != 0 {
                 visited += 1;
                 if visited > MAX_FRAMES {
                     anyhow::bail!("Max frame recursion depth reached");
+                }
+                // A chain that comes back to a frame was read while it changed (a torn read).
+                if !self.chain.insert(frame_ptr) {
+                    anyhow::bail!("the frame chain loops (read while it changed)");
                 }
                 let frame: <I::ThreadState as ThreadState>::FrameObject = pages
                     .get(mem, frame_ptr)
