@@ -82,6 +82,14 @@ fn eight_busy_processes_on_two_cores() {
     assert_adds_up(profile, kernel, &err);
 }
 
+/// 32 processes share 2 cores: every one must be sampled whenever it ran (a sample lost for a
+/// process that ran is CPU missing from the profile), newly forked ones from their first tick.
+#[test]
+fn thirty_two_busy_processes_on_two_cores() {
+    let (profile, kernel, err) = profile_and_kernel_cpu(&[], &["procs", "32", "3"]);
+    assert_adds_up(profile, kernel, &err);
+}
+
 /// A cgroup (v1 `cpu` controller) limited to half a CPU, removed when dropped.
 struct HalfCpu(std::path::PathBuf);
 

@@ -316,6 +316,15 @@ fn multiprocessing_workers_are_profiled() {
             "{method}: worker_burn has {burn} samples; stderr: {}",
             r.stderr
         );
+        // A forked worker is read with its parent's interpreter layout, without py-spy's search
+        // (milliseconds of symbol parsing per process).
+        if method == "fork" {
+            assert!(
+                r.stderr.contains("same interpreter layout as its parent (forked)"),
+                "{}",
+                r.stderr
+            );
+        }
     }
 }
 

@@ -91,6 +91,7 @@ impl Session {
     /// Runs until the child/target ends or (connect) pyroscope is told to stop.
     pub fn run(mut self, signals: &mut Signals, pidfd: Option<OwnedFd>) -> Ending {
         let root = self.root.as_raw() as u32;
+        raise_priority();
         let mut next_sample = Instant::now();
         if self.mode == Mode::Exec && self.tracer.is_none() {
             self.targets.consider(root, true, None);
@@ -230,5 +231,24 @@ impl Session {
             report::uploads(&stats);
         }
         self.pipeline.write_outputs(end);
+    }
+}
+
+/// The nice value of the session thread when it may raise its priority (root, `CAP_SYS_NICE`).
+const SESSION_NICE: i32 = -10;
+
+/// Lets the session thread (only it: nice is per thread on Linux, and the child was forked
+/// before) run promptly when its tick is due. Among many busy processes a thread of default
+/// priority waits for a CPU past its next tick: with 32 busy processes on 2 cores, 28% of the
+/// ticks came late and were skipped; at nice -10, under 1%. The agent uses a few percent of a
+/// core either way: what changes is when, not how much. Without the permission, nothing changes.
+fn raise_priority() {
+    // SAFETY: plain syscalls on this thread.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, SESSION_NICE) } != 0 {
+        log::debug!(
+            "sampling at the default priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -64,7 +64,20 @@ impl Runtime for Python {
         spy::launched_program(argv, is_python_exe, "-c", Some("-m"))
     }
 
-    fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
+    fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
+        if let Some((frames, version)) = inherited(pid) {
+            log::debug!("process {pid}: same interpreter layout as its parent (forked)");
+            return Ok(Box::new(OnCpuSpy::new(
+                pid,
+                PythonReader {
+                    pid,
+                    version,
+                    engine: Engine::Own(frames),
+                    tids: spy::tids::TidMap::default(),
+                },
+            )
+            .with_period(spy::on_cpu::period_ns(options))));
+        }
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
             lineno: LineNo::LastInstruction,
@@ -77,40 +90,115 @@ impl Runtime for Python {
         // The interpreter may exist before its first thread state does: only call the spy ready
         // once a read succeeds.
         read_traces(&mut inner, false, false).map_err(|e| classify(pid, &e))?;
-        let engine = match own_reader(pid, &inner) {
-            Ok(frames) => Engine::Own(frames),
+        let layout = Layout {
+            key: maps_key(pid),
+            major: inner.version.major,
+            minor: inner.version.minor,
+            version: inner.version.to_string(),
+            interpreter_address: inner.addresses.interpreter_address,
+        };
+        let engine = match own_reader(pid, &layout) {
+            Ok(frames) => {
+                remember(pid, layout.clone());
+                Engine::Own(frames)
+            }
             Err(why) => {
                 log::warn!("process {pid}: reading stacks with py-spy's reader ({why})");
-                Engine::PySpy(GilFastPath::default())
+                Engine::PySpy {
+                    inner: Box::new(inner),
+                    fast: GilFastPath::default(),
+                }
             }
         };
         Ok(Box::new(OnCpuSpy::new(
             pid,
             PythonReader {
                 pid,
-                version: inner.version.to_string(),
-                inner,
+                version: layout.version,
                 engine,
                 tids: spy::tids::TidMap::default(),
             },
-        )))
+        )
+        .with_period(spy::on_cpu::period_ns(options))))
     }
 }
 
 /// Which stack reader `PYROSCOPE_PYTHON_READER` asks for: `own` (the default) or `pyspy`.
 pub const READER_ENV: &str = "PYROSCOPE_PYTHON_READER";
 
+/// Where a process's interpreter is, as py-spy found it.
+#[derive(Clone, Debug)]
+struct Layout {
+    /// Start addresses of the python executable's and libpython's code mappings: a forked
+    /// child has the same ones (and the same interpreter address); another process, with
+    /// address-space randomisation, does not.
+    key: Vec<(String, u64)>,
+    major: u64,
+    minor: u64,
+    version: String,
+    interpreter_address: usize,
+}
+
+/// The layouts of the processes read with our reader, by pid (children are attached from
+/// their parent's).
+static KNOWN: std::sync::Mutex<Option<std::collections::HashMap<u32, Layout>>> =
+    std::sync::Mutex::new(None);
+
+/// Bound on [`KNOWN`]: past it, entries of processes that ended are dropped.
+const KNOWN_MAX: usize = 4096;
+
+fn maps_key(pid: u32) -> Vec<(String, u64)> {
+    spy::procfs::maps(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.executable && (is_python_exe(m.basename()) || is_libpython(m.basename())))
+        .map(|m| (m.path, m.start))
+        .collect()
+}
+
+fn remember(pid: u32, layout: Layout) {
+    if layout.key.is_empty() {
+        return;
+    }
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let map = known.get_or_insert_with(Default::default);
+    if map.len() >= KNOWN_MAX {
+        map.retain(|&p, _| spy::procfs::alive(p));
+    }
+    map.insert(pid, layout);
+}
+
+/// Our reader for a forked child of a process read with it, without py-spy's search for the
+/// interpreter (parsing the binary's symbols costs milliseconds per process: with
+/// `multiprocessing.Pool(maxtasksperchild=1)`, most of the agent's CPU): same code mappings at
+/// the same addresses as the parent, and a first read that works.
+fn inherited(pid: u32) -> Option<(Box<dyn reader::Frames>, String)> {
+    let parent = spy::procfs::parent(pid)?;
+    let layout = KNOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()?
+        .get(&parent)?
+        .clone();
+    if maps_key(pid) != layout.key {
+        return None;
+    }
+    let frames = own_reader(pid, &layout).ok()?;
+    let version = layout.version.clone();
+    remember(pid, layout);
+    Some((frames, version))
+}
+
 /// Our reader for the process py-spy found, checked with one read; why not, when it cannot be
 /// used (then py-spy's reader is).
-fn own_reader(pid: u32, inner: &PythonSpy) -> Result<Box<dyn reader::Frames>, String> {
+fn own_reader(pid: u32, layout: &Layout) -> Result<Box<dyn reader::Frames>, String> {
     match std::env::var(READER_ENV).as_deref() {
         Ok("pyspy") => return Err(format!("{READER_ENV}=pyspy")),
         Ok("own") | Err(_) => {}
         Ok(other) => return Err(format!("{READER_ENV}={other} is neither own nor pyspy")),
     }
-    let v = &inner.version;
-    let mut frames = frames_for(pid, v.major, v.minor, inner.addresses.interpreter_address)
-        .ok_or_else(|| format!("our reader does not know CPython {v}"))?;
+    let mut frames = frames_for(pid, layout.major, layout.minor, layout.interpreter_address)
+        .ok_or_else(|| format!("our reader does not know CPython {}", layout.version))?;
     // Read while the program runs, a read can tear (a frame freed under it): one success of a
     // few tries is the check.
     let mut last = None;
@@ -169,7 +257,10 @@ impl spy::tids::ReadMemory for Pm<'_> {
 enum Engine {
     Own(Box<dyn reader::Frames>),
     /// py-spy's `get_stack_traces`, with the GIL-holder shortcut.
-    PySpy(GilFastPath),
+    PySpy {
+        inner: Box<PythonSpy>,
+        fast: GilFastPath,
+    },
 }
 
 /// The OS error at the root of a py-spy error, where py-spy kept it typed (an `io::Error`, or
@@ -206,7 +297,6 @@ fn classify(pid: u32, err: &anyhow::Error) -> AttachError {
 /// Reads one CPython process.
 struct PythonReader {
     pid: u32,
-    inner: PythonSpy,
     version: String,
     engine: Engine,
     tids: spy::tids::TidMap,
@@ -248,7 +338,7 @@ impl StackReader for PythonReader {
     fn memory_reads(&self) -> Option<u64> {
         match &self.engine {
             Engine::Own(frames) => Some(frames.calls()),
-            Engine::PySpy(_) => None,
+            Engine::PySpy { .. } => None,
         }
     }
 
@@ -258,8 +348,11 @@ impl StackReader for PythonReader {
                 let tids = &mut self.tids;
                 // Only the threads on CPU are read; a thread whose OS id is unknown is read.
                 let mut select = |mem: &memory::Memory, pthread: u64, native: Option<u64>| {
+                    // A forked child's thread state keeps its parent's native id until CPython
+                    // updates it after the fork: only an id of this process is taken as is.
                     let tid = native
                         .map(|t| t as u32)
+                        .filter(|t| activity.contains_key(t))
                         .or_else(|| tids.lookup(mem, pthread, activity));
                     let wanted = tid.and_then(|t| activity.get(&t)).copied().unwrap_or(true);
                     (tid, wanted)
@@ -274,9 +367,9 @@ impl StackReader for PythonReader {
                 }
                 Raw::Own(result.map(|()| threads))
             }
-            Engine::PySpy(fast) => {
+            Engine::PySpy { inner, fast } => {
                 let (traces, fast_hit) =
-                    read_with_pyspy(&mut self.inner, &mut self.tids, fast, activity, locked);
+                    read_with_pyspy(inner, &mut self.tids, fast, activity, locked);
                 Raw::PySpy { traces, fast_hit }
             }
         }
@@ -290,7 +383,7 @@ impl StackReader for PythonReader {
     ) -> Result<(), SampleError> {
         let pid = self.pid;
         let failed = |e: anyhow::Error| {
-            if os_error(&e) == Some(libc::ESRCH) || !spy::procfs::alive(pid) {
+            if os_error(&e) == Some(libc::ESRCH) || spy::procfs::exiting(pid) {
                 SampleError::Gone
             } else {
                 SampleError::Other(format!("{e:#}"))
@@ -333,13 +426,16 @@ impl StackReader for PythonReader {
                 Ok(())
             }
             Raw::PySpy { traces, fast_hit } => {
-                if let (Some(hit), Engine::PySpy(fast)) = (fast_hit, &mut self.engine) {
+                let Engine::PySpy { inner, fast } = &mut self.engine else {
+                    unreachable!("a py-spy read comes from py-spy's reader")
+                };
+                if let Some(hit) = fast_hit {
                     fast.record(hit, pid);
                 }
                 for trace in traces.map_err(failed)? {
                     let tid = trace.os_thread_id.map(|t| t as u32).or_else(|| {
                         self.tids
-                            .lookup(&Pm(&self.inner.process), trace.thread_id, activity)
+                            .lookup(&Pm(&inner.process), trace.thread_id, activity)
                     });
                     let idle = trace
                         .frames

@@ -12,6 +12,13 @@ use std::io;
 
 pub const PAGE: usize = 4096;
 
+/// End of the user address space on x86_64 (47-bit): a pointer at or past it is garbage (a torn
+/// read), never read.
+const USER_END: usize = 0x0000_8000_0000_0000;
+
+/// The largest range one read may ask for (a data stack in use is far smaller).
+const MAX_RANGE: usize = 4 << 20;
+
 /// At most this many iovecs per call (the kernel's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
@@ -123,7 +130,10 @@ impl Pages {
     pub fn prefetch(&mut self, mem: &Memory, ranges: &[(usize, usize)]) {
         let mut wanted: Vec<usize> = Vec::new();
         for &(addr, len) in ranges {
-            if len == 0 {
+            // Garbage (from a read that tore) is not read: it would be unmapped anyway, and an
+            // end past the address space would wrap around.
+            let end = addr.checked_add(len);
+            if len == 0 || len > MAX_RANGE || addr < PAGE || end.is_none_or(|e| e > USER_END) {
                 continue;
             }
             let first = addr & !(PAGE - 1);
@@ -279,6 +289,11 @@ mod tests {
         let calls = mem.calls();
         assert!(pages.read(&mem, base + PAGE, &mut [0u8; 8]).is_err());
         assert_eq!(mem.calls(), calls, "an unreadable page is not tried again");
+        // Garbage pointers (torn reads): refused without a call, never a wrap-around.
+        for addr in [0usize, 8, usize::MAX - 3, 0xffff_ffff_ffff_f000, USER_END - 8] {
+            assert!(pages.read(&mem, addr, &mut [0u8; 16]).is_err(), "{addr:#x}");
+        }
+        assert_eq!(mem.calls(), calls);
         unsafe { libc::munmap(base as *mut libc::c_void, len) };
     }
 }

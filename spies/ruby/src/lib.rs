@@ -59,7 +59,7 @@ impl Runtime for Ruby {
         spy::launched_program(argv, is_ruby_exe, "-e", None)
     }
 
-    fn attach(&self, pid: u32, _options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
+    fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
         if !spy::procfs::alive(pid) {
             return Err(AttachError::Gone);
         }
@@ -118,7 +118,8 @@ impl Runtime for Ruby {
                 unverified,
                 tids: spy::tids::TidMap::default(),
             },
-        )))
+        )
+        .with_period(spy::on_cpu::period_ns(options))))
     }
 }
 

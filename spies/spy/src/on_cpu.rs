@@ -42,6 +42,18 @@ impl<R: StackReader> OnCpuSpy<R> {
             reader,
         }
     }
+
+    /// Samples come every `period_ns`: a thread's first sample stands for at most that much
+    /// (its CPU time so far when less, e.g. a process just forked).
+    pub fn with_period(mut self, period_ns: u64) -> Self {
+        self.states.first_interval_at_most(period_ns);
+        self
+    }
+}
+
+/// The sampling period of `options`, in nanoseconds.
+pub fn period_ns(options: &crate::AttachOptions) -> u64 {
+    1_000_000_000 / u64::from(options.sample_rate.max(1))
 }
 
 impl<R: StackReader> Spy for OnCpuSpy<R> {
@@ -58,21 +70,39 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         pauser: Option<&mut dyn Pauser>,
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError> {
-        let activity = self.states.read().map_err(|_| SampleError::Gone)?;
+        self.states.read().map_err(|_| SampleError::Gone)?;
+        let activity = self.states.activity();
         if !activity.values().any(|&running| running) {
             return Ok(());
         }
         let reader = &mut self.reader;
         let raw = with_pauser(pauser, self.pid, |paused| reader.read(activity, paused))?;
         let first = out.len();
+        let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
+        let only_running = match (running.next(), running.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        };
         let result = self.reader.stacks(raw, activity, out);
         // Each stack stands for the CPU time its thread really got since the previous tick:
         // with CPUs shared or a cgroup quota, less than a period; after a late tick, more.
         for stack in &mut out[first..] {
-            if stack.cpu_ns.is_none() {
-                stack.cpu_ns = u32::try_from(stack.thread_id)
-                    .ok()
-                    .and_then(|tid| self.states.cpu_since_last(tid));
+            if stack.cpu_ns.is_some() {
+                continue;
+            }
+            let tid = u32::try_from(stack.thread_id)
+                .ok()
+                .filter(|t| activity.contains_key(t));
+            match (tid, only_running) {
+                (Some(tid), _) => stack.cpu_ns = self.states.cpu_since_last(tid),
+                // A thread the runtime named by an id that is not one of the process's OS
+                // threads (e.g. a forked child whose runtime still has its parent's): when
+                // one thread runs, it is that one.
+                (None, Some(tid)) => {
+                    stack.thread_id = u64::from(tid);
+                    stack.cpu_ns = self.states.cpu_since_last(tid);
+                }
+                (None, None) => {}
             }
         }
         result

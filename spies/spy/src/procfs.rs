@@ -34,6 +34,8 @@ pub struct Stat {
     /// `R`, `S`, `D`, `Z`, `X`, ...
     pub state: u8,
     pub ppid: u32,
+    /// Field 9: the kernel's `PF_*` flags of the task.
+    pub flags: u32,
     /// Field 22: start time in clock ticks since boot.
     pub start_time: u64,
 }
@@ -43,11 +45,14 @@ impl Stat {
         let mut fields = stat_fields(stat)?;
         let state = *fields.next()?.first()?;
         let ppid = number(fields.next()?)?;
-        // Fields 5..=21 come between the parent (4) and the start time (22).
-        let start_time = number(fields.nth(22 - 5)?)?;
+        // Fields 5..=8 come between the parent (4) and the flags (9), 10..=21 before the start
+        // time (22).
+        let flags = number(fields.nth(9 - 5)?)?;
+        let start_time = number(fields.nth(22 - 10)?)?;
         Some(Stat {
             state,
             ppid,
+            flags,
             start_time,
         })
     }
@@ -79,6 +84,13 @@ pub fn age(pid: u32) -> Option<std::time::Duration> {
 /// Whether `pid` exists and has not exited (a zombie, `Z`/`X`, has exited).
 pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| !matches!(s.state, b'Z' | b'X'))
+}
+
+/// Whether `pid` is exiting (the kernel's `PF_EXITING`, set before its memory is torn down): its
+/// memory may already be unreadable although it is not a zombie yet.
+pub fn exiting(pid: u32) -> bool {
+    const PF_EXITING: u32 = 0x4;
+    stat(pid).is_none_or(|s| s.flags & PF_EXITING != 0 || matches!(s.state, b'Z' | b'X'))
 }
 
 /// The parent of `pid`.
@@ -324,7 +336,7 @@ mod tests {
     fn stat_with_a_hostile_command_name() {
         let line = b"42 (a) b (c) S 7 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 123456 0 0\n";
         let s = Stat::parse(line).unwrap();
-        assert_eq!((s.state, s.ppid, s.start_time), (b'S', 7, 123456));
+        assert_eq!((s.state, s.ppid, s.flags, s.start_time), (b'S', 7, 4194560, 123456));
         assert_eq!(stat_state(line), Some(b'S'));
         assert_eq!(stat_state(b"42 (cut)"), None);
         assert!(Stat::parse(b"42 (no close").is_none());

@@ -22,6 +22,8 @@ pub struct ThreadStates {
     activity: ThreadActivity,
     /// CPU time each thread used between the two latest reads, where both were known.
     cpu_delta: HashMap<u32, u64>,
+    /// What a thread's first interval counts at most (see [`Self::first_interval_at_most`]).
+    first_cap_ns: Option<u64>,
 }
 
 struct ThreadFiles {
@@ -39,7 +41,15 @@ impl ThreadStates {
             buf: vec![0; 1024],
             activity: HashMap::new(),
             cpu_delta: HashMap::new(),
+            first_cap_ns: None,
         }
+    }
+
+    /// At a thread's first read its CPU time since it started stands for its first interval,
+    /// up to `ns` (one sampling period): a thread that has just been forked or created gets
+    /// what it used, one that ran long before it was first seen gets one period.
+    pub fn first_interval_at_most(&mut self, ns: u64) {
+        self.first_cap_ns = Some(ns);
     }
 
     /// Current state of every thread; an error means the process is gone.
@@ -87,6 +97,12 @@ impl ThreadStates {
                     self.cpu_delta.insert(tid, now.saturating_sub(before));
                     now > before
                 }
+                (None, Some(now)) => {
+                    if let Some(cap) = self.first_cap_ns {
+                        self.cpu_delta.insert(tid, now.min(cap));
+                    }
+                    true
+                }
                 _ => true,
             };
             files.cpu_ns = cpu_ns;
@@ -105,6 +121,11 @@ impl ThreadStates {
     /// when not known (its first read, or a kernel without `schedstat`).
     pub fn cpu_since_last(&self, tid: u32) -> Option<u64> {
         self.cpu_delta.get(&tid).copied()
+    }
+
+    /// The thread states of the last [`read`](Self::read).
+    pub fn activity(&self) -> &ThreadActivity {
+        &self.activity
     }
 
     fn list(&mut self) -> std::io::Result<Vec<u32>> {
