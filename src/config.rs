@@ -58,6 +58,8 @@ pub struct Settings {
     pub blocking: Vec<&'static str>,
     /// .NET threads outside managed code count too.
     pub wall_clock: bool,
+    /// Python: only the GIL holder counts.
+    pub gil_only: bool,
     /// Under exec, stop tracing processes of runtimes that sample themselves (.NET).
     pub release_ptrace: bool,
     pub upload: Option<UploadSettings>,
@@ -310,6 +312,7 @@ impl Settings {
             detect_subprocesses: args.detect_subprocesses,
             blocking: args.blocking.clone(),
             wall_clock: args.dotnet_wall_clock,
+            gil_only: args.gil_only,
             release_ptrace: args.dotnet_release_ptrace,
             upload,
             outputs,

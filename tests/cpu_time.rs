@@ -139,3 +139,52 @@ fn four_busy_ruby_processes_on_two_cores() {
     assert!(kernel > 3.0, "the program burned {kernel} s");
     assert_adds_up(profile, kernel, &err);
 }
+
+/// CPU seconds the speedscope output of `pyroscope exec FLAGS python2.7 two_busy_threads.py 3`
+/// gives `alpha` and `beta` (one thread each).
+fn two_threads_on_2_7(flags: &[&str]) -> (f64, f64, String) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tempdir("gil").join(format!("p{}.json", flags.len()));
+    let py = python("2.7");
+    let app = test_app("two_busy_threads.py");
+    let mut args = vec!["exec", "--output", path_str(&out)];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[path_str(&py), path_str(&app), "3"]);
+    let r = run(pyroscope(&args), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let names: Vec<&str> = doc["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let p = &doc["profiles"][0];
+    let (mut alpha, mut beta) = (0.0, 0.0);
+    for (s, w) in p["samples"].as_array().unwrap().iter().zip(p["weights"].as_array().unwrap()) {
+        let w = w.as_f64().unwrap() / 1e9;
+        let frames: Vec<&str> = s.as_array().unwrap().iter().map(|i| names[i.as_u64().unwrap() as usize]).collect();
+        if frames.contains(&"alpha") {
+            alpha += w;
+        }
+        if frames.contains(&"beta") {
+            beta += w;
+        }
+    }
+    (alpha, beta, r.stderr)
+}
+
+/// CPython 2.7's GIL wakes its waiters every 100 bytecodes, so two busy threads both burn CPU
+/// (both count, with the CPU they used); `--gil-only` counts only the holder, as py-spy's --gil.
+#[test]
+fn gil_only_counts_the_gil_holder() {
+    let (a, b, err) = two_threads_on_2_7(&[]);
+    let all = a + b;
+    let (ga, gb, gerr) = two_threads_on_2_7(&["--gil-only"]);
+    let held = ga + gb;
+    println!("2.7, 3 s: every thread {all:.2} CPU-s ({a:.2} + {b:.2}); --gil-only {held:.2} ({ga:.2} + {gb:.2})");
+    assert!(ga > 0.1 && gb > 0.1, "both threads hold the GIL in turn: {ga} {gb}; {gerr}");
+    assert!(held < 3.0 * 1.1, "one holder at a time: {held} CPU-s in 3 s; {gerr}");
+    assert!(held < 0.8 * all, "--gil-only {held} vs every thread {all}; {err}");
+}

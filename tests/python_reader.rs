@@ -82,6 +82,7 @@ fn compare_with_pyspy(version: &str) {
         v.major,
         v.minor,
         theirs.addresses.interpreter_address,
+        None,
     )
     .expect("our reader knows this version");
 

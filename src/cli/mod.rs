@@ -163,6 +163,14 @@ pub struct CommonArgs {
     #[arg(long, env = "PYROSCOPE_OUTPUT", value_name = "PATH")]
     pub output: Option<PathBuf>,
 
+    /// Python: count only the thread holding the GIL (as py-spy's --gil). Threads waiting for
+    /// the GIL burn CPU too (CPython 2.7's GIL wakes its waiters every 100 bytecodes): by
+    /// default they are counted with the CPU time they really used.
+    #[arg(long, env = "PYROSCOPE_GIL_ONLY", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub gil_only: bool,
+
     /// .NET: also count threads outside managed code (waiting, sleeping, in native code): a
     /// wall-clock view instead of CPU.
     #[arg(long, env = "PYROSCOPE_DOTNET_WALL_CLOCK", action = ArgAction::Set, num_args = 0..=1,

@@ -107,6 +107,7 @@ impl Targets {
             options: AttachOptions {
                 sample_rate: settings.sample_rate,
                 wall_clock: settings.wall_clock,
+                gil_only: settings.gil_only,
             },
             release_ptrace: settings.release_ptrace,
             map: BTreeMap::new(),

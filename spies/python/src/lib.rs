@@ -65,7 +65,7 @@ impl Runtime for Python {
     }
 
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
-        if let Some((frames, version)) = inherited(pid) {
+        if let Some((frames, version)) = inherited(pid, options.gil_only) {
             log::debug!("process {pid}: same interpreter layout as its parent (forked)");
             return Ok(Box::new(OnCpuSpy::new(
                 pid,
@@ -96,8 +96,9 @@ impl Runtime for Python {
             minor: inner.version.minor,
             version: inner.version.to_string(),
             interpreter_address: inner.addresses.interpreter_address,
+            threadstate_address: inner.addresses.threadstate_address,
         };
-        let engine = match own_reader(pid, &layout) {
+        let engine = match own_reader(pid, &layout, options.gil_only) {
             Ok(frames) => {
                 remember(pid, layout.clone());
                 Engine::Own(frames)
@@ -107,6 +108,7 @@ impl Runtime for Python {
                 Engine::PySpy {
                     inner: Box::new(inner),
                     fast: GilFastPath::default(),
+                    gil_only: options.gil_only,
                 }
             }
         };
@@ -137,6 +139,8 @@ struct Layout {
     minor: u64,
     version: String,
     interpreter_address: usize,
+    /// Where the GIL holder is found.
+    threadstate_address: usize,
 }
 
 /// The layouts of the processes read with our reader, by pid (children are attached from
@@ -172,7 +176,7 @@ fn remember(pid: u32, layout: Layout) {
 /// interpreter (parsing the binary's symbols costs milliseconds per process: with
 /// `multiprocessing.Pool(maxtasksperchild=1)`, most of the agent's CPU): same code mappings at
 /// the same addresses as the parent, and a first read that works.
-fn inherited(pid: u32) -> Option<(Box<dyn reader::Frames>, String)> {
+fn inherited(pid: u32, gil_only: bool) -> Option<(Box<dyn reader::Frames>, String)> {
     let parent = spy::procfs::parent(pid)?;
     let layout = KNOWN
         .lock()
@@ -183,7 +187,7 @@ fn inherited(pid: u32) -> Option<(Box<dyn reader::Frames>, String)> {
     if maps_key(pid) != layout.key {
         return None;
     }
-    let frames = own_reader(pid, &layout).ok()?;
+    let frames = own_reader(pid, &layout, gil_only).ok()?;
     let version = layout.version.clone();
     remember(pid, layout);
     Some((frames, version))
@@ -191,14 +195,25 @@ fn inherited(pid: u32) -> Option<(Box<dyn reader::Frames>, String)> {
 
 /// Our reader for the process py-spy found, checked with one read; why not, when it cannot be
 /// used (then py-spy's reader is).
-fn own_reader(pid: u32, layout: &Layout) -> Result<Box<dyn reader::Frames>, String> {
+fn own_reader(
+    pid: u32,
+    layout: &Layout,
+    gil_only: bool,
+) -> Result<Box<dyn reader::Frames>, String> {
     match std::env::var(READER_ENV).as_deref() {
         Ok("pyspy") => return Err(format!("{READER_ENV}=pyspy")),
         Ok("own") | Err(_) => {}
         Ok(other) => return Err(format!("{READER_ENV}={other} is neither own nor pyspy")),
     }
-    let mut frames = frames_for(pid, layout.major, layout.minor, layout.interpreter_address)
-        .ok_or_else(|| format!("our reader does not know CPython {}", layout.version))?;
+    let gil = gil_only.then_some(layout.threadstate_address);
+    let mut frames = frames_for(
+        pid,
+        layout.major,
+        layout.minor,
+        layout.interpreter_address,
+        gil,
+    )
+    .ok_or_else(|| format!("our reader does not know CPython {}", layout.version))?;
     // Read while the program runs, a read can tear (a frame freed under it): one success of a
     // few tries is the check.
     let mut last = None;
@@ -216,29 +231,32 @@ fn own_reader(pid: u32, layout: &Layout) -> Result<Box<dyn reader::Frames>, Stri
 }
 
 /// Our reader with py-spy's layout for CPython `major.minor` (py-spy's own choice of layouts).
+/// `gil_address`: read only the GIL holder, found there (py-spy's `threadstate_address`).
 pub fn frames_for(
     pid: u32,
     major: u64,
     minor: u64,
     interpreter_address: usize,
+    gil_address: Option<usize>,
 ) -> Option<Box<dyn reader::Frames>> {
     use py_spy::python_bindings::*;
     use reader::Reader;
     let a = interpreter_address;
+    let g = gil_address;
     Some(match (major, minor) {
-        (2, 3..=7) => Box::new(Reader::<v2_7_15::_is>::new(pid, a)),
-        (3, 3) => Box::new(Reader::<v3_3_7::_is>::new(pid, a)),
-        (3, 4..=5) => Box::new(Reader::<v3_5_5::_is>::new(pid, a)),
-        (3, 6) => Box::new(Reader::<v3_6_6::_is>::new(pid, a)),
-        (3, 7) => Box::new(Reader::<v3_7_0::_is>::new(pid, a)),
-        (3, 8) => Box::new(Reader::<v3_8_0::_is>::new(pid, a)),
-        (3, 9) => Box::new(Reader::<v3_9_5::_is>::new(pid, a)),
-        (3, 10) => Box::new(Reader::<v3_10_0::_is>::new(pid, a)),
-        (3, 11) => Box::new(Reader::<v3_11_0::_is>::new(pid, a)),
-        (3, 12) => Box::new(Reader::<v3_12_0::_is>::new(pid, a)),
-        (3, 13) => Box::new(Reader::<v3_13_0::_is>::new(pid, a)),
-        (3, 14) => Box::new(Reader::<v3_14_0::_is>::new(pid, a)),
-        (3, 15) => Box::new(Reader::<v3_15_0::_is>::new(pid, a)),
+        (2, 3..=7) => Box::new(Reader::<v2_7_15::_is>::new(pid, a, g)),
+        (3, 3) => Box::new(Reader::<v3_3_7::_is>::new(pid, a, g)),
+        (3, 4..=5) => Box::new(Reader::<v3_5_5::_is>::new(pid, a, g)),
+        (3, 6) => Box::new(Reader::<v3_6_6::_is>::new(pid, a, g)),
+        (3, 7) => Box::new(Reader::<v3_7_0::_is>::new(pid, a, g)),
+        (3, 8) => Box::new(Reader::<v3_8_0::_is>::new(pid, a, g)),
+        (3, 9) => Box::new(Reader::<v3_9_5::_is>::new(pid, a, g)),
+        (3, 10) => Box::new(Reader::<v3_10_0::_is>::new(pid, a, g)),
+        (3, 11) => Box::new(Reader::<v3_11_0::_is>::new(pid, a, g)),
+        (3, 12) => Box::new(Reader::<v3_12_0::_is>::new(pid, a, g)),
+        (3, 13) => Box::new(Reader::<v3_13_0::_is>::new(pid, a, g)),
+        (3, 14) => Box::new(Reader::<v3_14_0::_is>::new(pid, a, g)),
+        (3, 15) => Box::new(Reader::<v3_15_0::_is>::new(pid, a, g)),
         _ => return None,
     })
 }
@@ -260,6 +278,8 @@ enum Engine {
     PySpy {
         inner: Box<PythonSpy>,
         fast: GilFastPath,
+        /// `--gil-only`: the GIL holder only, always.
+        gil_only: bool,
     },
 }
 
@@ -367,7 +387,15 @@ impl StackReader for PythonReader {
                 }
                 Raw::Own(result.map(|()| threads))
             }
-            Engine::PySpy { inner, fast } => {
+            Engine::PySpy {
+                inner,
+                fast: _,
+                gil_only: true,
+            } => Raw::PySpy {
+                traces: read_traces(inner, locked, true),
+                fast_hit: None,
+            },
+            Engine::PySpy { inner, fast, .. } => {
                 let (traces, fast_hit) =
                     read_with_pyspy(inner, &mut self.tids, fast, activity, locked);
                 Raw::PySpy { traces, fast_hit }
@@ -426,7 +454,7 @@ impl StackReader for PythonReader {
                 Ok(())
             }
             Raw::PySpy { traces, fast_hit } => {
-                let Engine::PySpy { inner, fast } = &mut self.engine else {
+                let Engine::PySpy { inner, fast, .. } = &mut self.engine else {
                     unreachable!("a py-spy read comes from py-spy's reader")
                 };
                 if let Some(hit) = fast_hit {

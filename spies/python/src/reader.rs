@@ -109,6 +109,9 @@ macro_rules! data_stack {
 }
 data_stack!(v3_11_0, v3_12_0, v3_13_0, v3_14_0, v3_15_0);
 
+/// CPython 3.12+'s `_gil_runtime_state` (the same from 3.12 to 3.15, as py-spy reads it).
+type GilState = py_spy::python_bindings::v3_13_0::_gil_runtime_state;
+
 /// What identifies a code object beyond its address (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
@@ -157,6 +160,8 @@ pub struct Reader<I: InterpreterState> {
     mem: Memory,
     pages: Pages,
     interpreter_address: usize,
+    /// With `--gil-only`: where the GIL's holder is found (py-spy's `threadstate_address`).
+    gil_address: Option<usize>,
     codes: HashMap<usize, Code<<<I::ThreadState as ThreadState>::FrameObject as FrameObject>::CodeObject>>,
     /// File name → shortened file name (py-spy's rule), shared by all code objects of a file.
     short_names: HashMap<String, Option<String>>,
@@ -170,12 +175,14 @@ pub struct Reader<I: InterpreterState> {
 }
 
 impl<I: InterpreterState> Reader<I> {
-    pub fn new(pid: u32, interpreter_address: usize) -> Self {
+    /// `gil_address`: read only the thread holding the GIL, found there.
+    pub fn new(pid: u32, interpreter_address: usize, gil_address: Option<usize>) -> Self {
         Reader {
             pid,
             mem: Memory::new(pid),
             pages: Pages::default(),
             interpreter_address,
+            gil_address,
             codes: HashMap::default(),
             short_names: HashMap::default(),
             pending: Vec::new(),
@@ -201,6 +208,24 @@ where
         let mem = &self.mem;
         let pages = &mut self.pages;
         let head_ptr = I::threadstate_ptr_ptr(self.interpreter_address) as usize;
+        let gil_state = std::mem::size_of::<GilState>();
+        let gil_holder = match self.gil_address {
+            None => None,
+            Some(addr) => {
+                pages.prefetch(mem, &[(head_ptr, 8), (addr, gil_state)]);
+                let holder = if I::HAS_GIL_RUNTIME_STATE {
+                    let gil: GilState = pages.get(mem, addr)?;
+                    if gil.locked != 0 {
+                        gil.last_holder as usize
+                    } else {
+                        0
+                    }
+                } else {
+                    pages.get::<usize>(mem, addr)?
+                };
+                Some(holder)
+            }
+        };
         let mut tstate: usize = pages
             .get(mem, head_ptr)
             .map_err(|e| anyhow::anyhow!("Failed to copy PyThreadState head pointer: {e}"))?;
@@ -209,6 +234,14 @@ where
             seen += 1;
             if seen > MAX_THREADS {
                 anyhow::bail!("Max thread recursion depth reached");
+            }
+            if gil_holder.is_some_and(|holder| holder != tstate) {
+                // Only the GIL holder is wanted; the next thread state is still needed.
+                let thread: I::ThreadState = pages
+                    .get(mem, tstate)
+                    .map_err(|e| anyhow::anyhow!("Failed to copy PyThreadState: {e}"))?;
+                tstate = thread.next() as usize;
+                continue;
             }
             let thread: I::ThreadState = pages
                 .get(mem, tstate)

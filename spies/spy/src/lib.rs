@@ -164,6 +164,8 @@ pub struct AttachOptions {
     pub sample_rate: u32,
     /// Count threads that are not on CPU too (spies whose runtime reports thread states, .NET).
     pub wall_clock: bool,
+    /// Count only the thread holding the interpreter lock (Python's GIL).
+    pub gil_only: bool,
 }
 
 /// A runtime the agent knows how to profile: recognises its processes and attaches spies.
