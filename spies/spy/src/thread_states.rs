@@ -1,7 +1,7 @@
 //! Which threads of a process are on CPU, cheaply, sample after sample.
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// Running/idle state of each OS thread of a process, read from `/proc` **before** the process
 /// is paused (a paused thread always looks idle).
@@ -24,6 +24,11 @@ pub struct ThreadStates {
     cpu_delta: HashMap<u32, u64>,
     /// What a thread's first interval counts at most (see [`Self::first_interval_at_most`]).
     first_cap_ns: Option<u64>,
+    /// The thread list as last read from the directory, the directory's link count then (2 +
+    /// the number of threads), and whether a thread of it is known to have exited since.
+    listed: Vec<u32>,
+    listed_nlink: u64,
+    stale: bool,
 }
 
 struct ThreadFiles {
@@ -42,6 +47,9 @@ impl ThreadStates {
             activity: HashMap::new(),
             cpu_delta: HashMap::new(),
             first_cap_ns: None,
+            listed: Vec::new(),
+            listed_nlink: 0,
+            stale: true,
         }
     }
 
@@ -62,6 +70,8 @@ impl ThreadStates {
             if !self.threads.contains_key(&tid) {
                 let base = format!("/proc/{}/task/{tid}", self.pid);
                 let Ok(stat) = std::fs::File::open(format!("{base}/stat")) else {
+                    // It exited: the list is read again at the next read.
+                    self.stale = true;
                     continue;
                 };
                 let schedstat = std::fs::File::open(format!("{base}/schedstat")).ok();
@@ -77,6 +87,8 @@ impl ThreadStates {
             let files = self.threads.get_mut(&tid).expect("inserted");
             let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
                 self.threads.remove(&tid);
+                // It exited: the list is read again at the next read.
+                self.stale = true;
                 continue;
             };
             let Some(state) = crate::procfs::stat_state(&self.buf[..n]) else {
@@ -128,12 +140,32 @@ impl ThreadStates {
         &self.activity
     }
 
+    /// The process's threads. The directory is listed again only when its link count (2 + the
+    /// number of threads, one `fstat`) changed or a listed thread exited; a listing shorter than
+    /// that count (the kernel's listing stops early when the thread it is positioned on exits)
+    /// is read again once.
     fn list(&mut self) -> std::io::Result<Vec<u32>> {
         use std::os::fd::AsRawFd;
         if self.dir.is_none() {
             self.dir = Some(std::fs::File::open(format!("/proc/{}/task", self.pid))?);
         }
         let fd = self.dir.as_ref().expect("opened").as_raw_fd();
+        let nlink = self.dir.as_ref().expect("opened").metadata()?.nlink();
+        if !self.stale && nlink == self.listed_nlink && !self.listed.is_empty() {
+            return Ok(self.listed.clone());
+        }
+        let mut tids = self.list_directory(fd)?;
+        if (tids.len() as u64) < nlink.saturating_sub(2) {
+            tids = self.list_directory(fd)?;
+        }
+        self.listed.clone_from(&tids);
+        self.listed_nlink = nlink;
+        // Still short: listed again at the next read.
+        self.stale = (tids.len() as u64) < nlink.saturating_sub(2);
+        Ok(tids)
+    }
+
+    fn list_directory(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<Vec<u32>> {
         // Rewind and read the directory again (getdents64 on the kept-open fd).
         if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -190,7 +222,14 @@ mod tests {
                 return act;
             }
         }
-        panic!("{:?}", states.read().unwrap())
+        let now = states.read().unwrap().clone();
+        panic!(
+            "{now:?}; listed {:?} at nlink {}, stale {}, nlink now {:?}",
+            states.listed,
+            states.listed_nlink,
+            states.stale,
+            std::fs::metadata(format!("/proc/{}/task", states.pid)).map(|m| m.nlink())
+        )
     }
 
     #[test]
