@@ -7,8 +7,8 @@
 //! * pausing goes through the agent's [`Pauser`] (`LockingStrategy::AlreadyLocked`), because under
 //!   `exec` the agent is already the target's ptrace tracer;
 //! * idle threads are judged from thread states read **before** the pause, and, on CPython < 3.11
-//!   where py-spy (without libunwind) does not know a thread's OS id, from the pthread → tid map
-//!   read out of the target's memory ([`spy::spy::tids::TidMap`]).
+//!   where the thread state holds no OS thread id, from the pthread → tid map
+//!   read out of the target's memory ([`spy::tids::TidMap`]).
 
 mod memory;
 pub mod reader;
