@@ -9,11 +9,13 @@ pub type ThreadActivity = HashMap<u32, bool>;
 
 /// Tells which threads of a process are on CPU.
 ///
-/// A thread is on CPU when it is runnable (`R` in `/proc/PID/task/TID/stat`) **and** it has run
-/// since the previous read (its CPU time in `schedstat` grew). The second test keeps out threads
-/// that were just woken but are still waiting for a CPU, which on a busy machine would otherwise
-/// show up in a CPU profile. The `/proc/PID/task` directory and each thread's files stay open and
-/// are re-read in place (one `getdents` pass plus two `pread`s per thread).
+/// A thread is on CPU when it has run since the previous read (its CPU time in `schedstat` grew)
+/// **and** is runnable now (`R` in `/proc/PID/task/TID/stat`, read only for threads that ran).
+/// The first test keeps out threads that were just woken but are still waiting for a CPU, which
+/// on a busy machine would otherwise show up in a CPU profile; the second, threads that ran and
+/// then blocked. The `/proc/PID/task` directory and each thread's files stay open and are
+/// re-read in place: one `fstat` of the directory (listed again only when its thread count
+/// changed), one `pread` per thread, and a second one per thread that ran.
 pub struct ThreadStates {
     pid: u32,
     dir: Option<std::fs::File>,
@@ -85,25 +87,23 @@ impl ThreadStates {
                 );
             }
             let files = self.threads.get_mut(&tid).expect("inserted");
-            let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
-                self.threads.remove(&tid);
-                // It exited: the list is read again at the next read.
-                self.stale = true;
-                continue;
+            // CPU time so far (first field of schedstat, ns) first: a thread whose CPU time did
+            // not grow is not on CPU, whatever its state, and its `stat` is not read.
+            let cpu_ns = match &files.schedstat {
+                Some(f) => match f.read_at(&mut self.buf, 0) {
+                    Ok(n) => std::str::from_utf8(&self.buf[..n])
+                        .ok()
+                        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok()),
+                    Err(_) => {
+                        self.threads.remove(&tid);
+                        // It exited: the list is read again at the next read.
+                        self.stale = true;
+                        continue;
+                    }
+                },
+                // A kernel without schedstat.
+                None => None,
             };
-            let Some(state) = crate::procfs::stat_state(&self.buf[..n]) else {
-                continue;
-            };
-            // CPU time so far (first field of schedstat, ns); None where the kernel lacks it.
-            let cpu_ns = files.schedstat.as_ref().and_then(|f| {
-                let n = f.read_at(&mut self.buf, 0).ok()?;
-                std::str::from_utf8(&self.buf[..n])
-                    .ok()?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            });
             let ran = match (files.cpu_ns, cpu_ns) {
                 (Some(before), Some(now)) => {
                     self.cpu_delta.insert(tid, now.saturating_sub(before));
@@ -118,7 +118,19 @@ impl ThreadStates {
                 _ => true,
             };
             files.cpu_ns = cpu_ns;
-            self.activity.insert(tid, state == b'R' && ran);
+            if !ran {
+                self.activity.insert(tid, false);
+                continue;
+            }
+            let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
+                self.threads.remove(&tid);
+                self.stale = true;
+                continue;
+            };
+            let Some(state) = crate::procfs::stat_state(&self.buf[..n]) else {
+                continue;
+            };
+            self.activity.insert(tid, state == b'R');
         }
         if self.activity.is_empty() {
             return Err(std::io::Error::new(
