@@ -31,6 +31,7 @@ fn start_ruby_app(
 
 #[test]
 fn exec_uploads_ruby_stacks_with_the_split() {
+    let _slot = Slot::take();
     let server = Receiver::ok();
     let rb = ruby();
     let app = ruby_app();
@@ -212,6 +213,7 @@ fn exec_with_libruby(dir: &std::path::Path, args: &[&str]) -> Run {
 
 #[test]
 fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
+    let _slot = Slot::take();
     let dir = libruby_claiming("3.1.9");
     // 250 Hz for 4 s: ~1000 samples, so the 3:1 split is checked well outside sampling noise.
     let r = exec_with_libruby(
@@ -302,6 +304,7 @@ fn assert_split_read_in_pauses(out: &std::path::Path, stderr: &str) {
 /// ptrace lock, as the agent is not its tracer); the program runs to its normal end.
 #[test]
 fn connect_with_rbspy_blocking() {
+    let _slot = Slot::take();
     let out = tempdir("rb-blocking").join("p.txt");
     let mut app = start_ruby_app(&[], "4", &[]);
     let pid = app.id().to_string();
@@ -328,6 +331,7 @@ fn connect_with_rbspy_blocking() {
 /// for Python) and rbspy reads inside the pause. The split holds, the exit status is the child's.
 #[test]
 fn exec_with_rbspy_blocking_pauses_through_the_tracer() {
+    let _slot = Slot::take();
     let out = tempdir("rb-exec-blocking").join("p.txt");
     let r = run(
         pyroscope(&[

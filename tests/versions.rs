@@ -7,31 +7,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// Two runs at a time (the machines have 2 cores): twelve at once starve the agents, and a
-/// sample after a long gap stands for all of it, which makes a 4 s split noisy.
-static SLOTS: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
-static FREED: std::sync::Condvar = std::sync::Condvar::new();
-
-struct Slot;
-
-impl Slot {
-    fn take() -> Slot {
-        let mut used = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= 2 {
-            used = FREED.wait(used).unwrap_or_else(|e| e.into_inner());
-        }
-        *used += 1;
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *SLOTS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        FREED.notify_one();
-    }
-}
-
 fn profile_version(version: &str, blocking: bool) {
     let _slot = Slot::take();
     let py = python(version);

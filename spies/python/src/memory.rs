@@ -108,8 +108,10 @@ impl spy::tids::ReadMemory for Memory {
 /// The pages one sample has read.
 #[derive(Default)]
 pub struct Pages {
-    /// Page address → offset of its copy in `bytes`.
-    index: FxHashMap<usize, usize>,
+    /// Page address → offset of its copy in `bytes`, and whether this sample used it.
+    index: FxHashMap<usize, (usize, std::cell::Cell<bool>)>,
+    /// The pages the previous sample used: the next one reads them first, in one call.
+    last_used: Vec<usize>,
     /// Page copies; only `bytes[..used]` belong to this sample (the rest is kept, not zeroed).
     bytes: Vec<u8>,
     used: usize,
@@ -120,9 +122,20 @@ pub struct Pages {
 impl Pages {
     /// Forgets everything (at the start of a sample); keeps the allocations.
     pub fn clear(&mut self) {
+        self.last_used.clear();
+        self.last_used
+            .extend(self.index.iter().filter(|(_, (_, u))| u.get()).map(|(&p, _)| p));
         self.index.clear();
         self.used = 0;
         self.unreadable.clear();
+    }
+
+    /// Reads, in one call, the pages the previous sample used (a stack that did not change needs
+    /// exactly those: the thread states, the frames, the code objects), and `ranges`.
+    pub fn start_sample(&mut self, mem: &Memory, ranges: &[(usize, usize)]) {
+        let mut all: Vec<(usize, usize)> = self.last_used.iter().map(|&p| (p, PAGE)).collect();
+        all.extend_from_slice(ranges);
+        self.prefetch(mem, &all);
     }
 
     /// Reads, in one call, every page that holds part of one of `ranges` and is not read yet.
@@ -176,7 +189,8 @@ impl Pages {
         for (i, &(start, len)) in runs.iter().enumerate() {
             let good = got.saturating_sub(at).min(len) / PAGE;
             for k in 0..good {
-                self.index.insert(start + k * PAGE, base + at + k * PAGE);
+                self.index
+                    .insert(start + k * PAGE, (base + at + k * PAGE, Default::default()));
             }
             if good * PAGE == len {
                 at += len;
@@ -233,9 +247,11 @@ impl Pages {
         while done < buf.len() {
             let at = addr + done;
             let page = at & !(PAGE - 1);
-            let Some(&offset) = self.index.get(&page) else {
+            let Some((offset, used)) = self.index.get(&page) else {
                 return false;
             };
+            used.set(true);
+            let offset = *offset;
             let within = at - page;
             let n = (PAGE - within).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&self.bytes[offset + within..offset + within + n]);

@@ -208,6 +208,7 @@ where
         let mem = &self.mem;
         let pages = &mut self.pages;
         let head_ptr = I::threadstate_ptr_ptr(self.interpreter_address) as usize;
+        pages.start_sample(mem, &[(head_ptr, 8)]);
         let gil_state = std::mem::size_of::<GilState>();
         let gil_holder = match self.gil_address {
             None => None,
