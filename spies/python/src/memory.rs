@@ -4,7 +4,8 @@
 //! remote iovec; so the reader asks for whole 4 KiB pages, merges neighbouring pages into one
 //! iovec, and asks for every page it already knows it needs (the 3.11+ data stack, every code
 //! object of a sample) in one call. [`Pages`] holds what one sample read: a page is read at most
-//! once per sample, and never kept across samples (everything in it may have changed).
+//! once per sample, and never kept across samples (everything in it may have changed); only the
+//! list of pages a sample used is kept, for the next sample to read them all in its first call.
 
 use remoteprocess::ProcessMemory;
 use rustc_hash::FxHashMap;

@@ -3,7 +3,9 @@
 //! py-spy re-reads every frame, code object, name, file name and line table on every sample
 //! (about nine `process_vm_readv` calls per frame). Most of that never changes. Per process this
 //! reader keeps, for each code object, its names, its (shortened) file, its line table and the
-//! lines already looked up; per sample it reads only what moves:
+//! lines already looked up; per sample it reads only what moves. It starts by reading, in one
+//! call, the pages the previous sample used (when the stack stayed on them, the whole sample);
+//! then, for what is not in them:
 //!
 //! 1. the thread-state list (one page read per thread state);
 //! 2. the frame chain of each thread that is on CPU: on 3.11+ the thread's data-stack pages, where
