@@ -67,16 +67,7 @@ impl Runtime for Python {
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
         if let Some((frames, version)) = inherited(pid, options.gil_only) {
             log::debug!("process {pid}: same interpreter layout as its parent (forked)");
-            return Ok(Box::new(OnCpuSpy::new(
-                pid,
-                PythonReader {
-                    pid,
-                    version,
-                    engine: Engine::Own(frames),
-                    tids: spy::tids::TidMap::default(),
-                },
-            )
-            .with_period(spy::on_cpu::period_ns(options))));
+            return Ok(python_spy(pid, version, Engine::Own(frames), options));
         }
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
@@ -112,17 +103,18 @@ impl Runtime for Python {
                 }
             }
         };
-        Ok(Box::new(OnCpuSpy::new(
-            pid,
-            PythonReader {
-                pid,
-                version: layout.version,
-                engine,
-                tids: spy::tids::TidMap::default(),
-            },
-        )
-        .with_period(spy::on_cpu::period_ns(options))))
+        Ok(python_spy(pid, layout.version, engine, options))
     }
+}
+
+fn python_spy(pid: u32, version: String, engine: Engine, options: &AttachOptions) -> Box<dyn Spy> {
+    let reader = PythonReader {
+        pid,
+        version,
+        engine,
+        tids: spy::tids::TidMap::default(),
+    };
+    Box::new(OnCpuSpy::new(pid, reader).with_period(spy::on_cpu::period_ns(options)))
 }
 
 /// Which stack reader `PYROSCOPE_PYTHON_READER` asks for: `own` (the default) or `pyspy`.
@@ -370,10 +362,7 @@ impl StackReader for PythonReader {
                 let mut select = |mem: &memory::Memory, pthread: u64, native: Option<u64>| {
                     // A forked child's thread state keeps its parent's native id until CPython
                     // updates it after the fork: only an id of this process is taken as is.
-                    let tid = native
-                        .map(|t| t as u32)
-                        .filter(|t| activity.contains_key(t))
-                        .or_else(|| tids.lookup(mem, pthread, activity));
+                    let tid = tids.resolve(mem, native, pthread, activity);
                     let wanted = tid.and_then(|t| activity.get(&t)).copied().unwrap_or(true);
                     (tid, wanted)
                 };
@@ -509,11 +498,10 @@ fn read_with_pyspy(
     locked: bool,
 ) -> (anyhow::Result<Vec<py_spy::StackTrace>>, Option<bool>) {
     // A CPU profile only wants the threads that are running.
-    let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
-    let (only_running, second) = (running.next(), running.next());
-    if second.is_some() || !fast.enabled() {
-        return (read_traces(inner, locked, false), None);
-    }
+    let only_running = match spy::only_running(activity) {
+        Some(tid) if fast.enabled() => tid,
+        _ => return (read_traces(inner, locked, false), None),
+    };
     // One running thread: if it holds the GIL, its stack is the whole sample, and py-spy
     // skips its own /proc scan and every idle thread's stack.
     let traces = match read_traces(inner, locked, true) {
@@ -525,7 +513,7 @@ fn read_with_pyspy(
         t.os_thread_id
             .map(|t| t as u32)
             .or_else(|| tids.lookup(&Pm(&inner.process), t.thread_id, activity))
-            == only_running
+            == Some(only_running)
     };
     if hit {
         (Ok(traces), Some(true))

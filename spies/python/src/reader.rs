@@ -238,18 +238,14 @@ where
             if seen > MAX_THREADS {
                 anyhow::bail!("Max thread recursion depth reached");
             }
-            if gil_holder.is_some_and(|holder| holder != tstate) {
-                // Only the GIL holder is wanted; the next thread state is still needed.
-                let thread: I::ThreadState = pages
-                    .get(mem, tstate)
-                    .map_err(|e| anyhow::anyhow!("Failed to copy PyThreadState: {e}"))?;
-                tstate = thread.next() as usize;
-                continue;
-            }
             let thread: I::ThreadState = pages
                 .get(mem, tstate)
                 .map_err(|e| anyhow::anyhow!("Failed to copy PyThreadState: {e}"))?;
-            tstate = thread.next() as usize;
+            let this = std::mem::replace(&mut tstate, thread.next() as usize);
+            // With --gil-only, only the GIL holder's frames are read.
+            if gil_holder.is_some_and(|holder| holder != this) {
+                continue;
+            }
             let (os_thread_id, wanted) = select(mem, thread.thread_id(), thread.native_thread_id());
             if !wanted {
                 continue;

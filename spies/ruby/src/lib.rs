@@ -256,10 +256,9 @@ impl StackReader for RubyReader {
         // rbspy gives the `pthread_t` before Ruby 3.2: the OS id is what weights the stack by
         // its thread's CPU time.
         let id = stack.thread_id;
-        stack.thread_id = u32::try_from(id)
-            .ok()
-            .filter(|tid| activity.contains_key(tid))
-            .or_else(|| self.tids.lookup(&spy::tids::ProcessVm(pid), id, activity))
+        stack.thread_id = self
+            .tids
+            .resolve(&spy::tids::ProcessVm(pid), Some(id), id, activity)
             .map_or(id, u64::from);
         out.push(stack);
         Ok(())

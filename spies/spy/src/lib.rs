@@ -18,7 +18,7 @@ pub mod procfs;
 mod thread_states;
 
 pub use on_cpu::{with_pauser, OnCpuSpy, StackReader};
-pub use thread_states::{ThreadActivity, ThreadStates};
+pub use thread_states::{only_running, ThreadActivity, ThreadStates};
 pub mod tids;
 
 use std::fmt;

@@ -78,11 +78,7 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         let reader = &mut self.reader;
         let raw = with_pauser(pauser, self.pid, |paused| reader.read(activity, paused))?;
         let first = out.len();
-        let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
-        let only_running = match (running.next(), running.next()) {
-            (Some(t), None) => Some(t),
-            _ => None,
-        };
+        let only_running = crate::only_running(activity);
         let result = self.reader.stacks(raw, activity, out);
         // Each stack stands for the CPU time its thread really got since the previous tick:
         // with CPUs shared or a cgroup quota, less than a period; after a late tick, more.

@@ -7,6 +7,15 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 /// is paused (a paused thread always looks idle).
 pub type ThreadActivity = HashMap<u32, bool>;
 
+/// The one thread on CPU, when exactly one is.
+pub fn only_running(activity: &ThreadActivity) -> Option<u32> {
+    let mut running = activity.iter().filter(|(_, &r)| r).map(|(&t, _)| t);
+    match (running.next(), running.next()) {
+        (Some(t), None) => Some(t),
+        _ => None,
+    }
+}
+
 /// Tells which threads of a process are on CPU.
 ///
 /// A thread is on CPU when it has run since the previous read (its CPU time in `schedstat` grew)
@@ -64,11 +73,15 @@ impl ThreadStates {
 
     /// Current state of every thread; an error means the process is gone.
     pub fn read(&mut self) -> std::io::Result<&ThreadActivity> {
-        let tids = self.list()?;
-        self.threads.retain(|tid, _| tids.contains(tid));
+        let relisted = self.list()?;
+        // Borrowed out of `self` for the loop (no copy per read), put back after it.
+        let tids = std::mem::take(&mut self.listed);
+        if relisted {
+            self.threads.retain(|tid, _| tids.contains(tid));
+        }
         self.activity.clear();
         self.cpu_delta.clear();
-        for tid in tids {
+        for &tid in &tids {
             if !self.threads.contains_key(&tid) {
                 let base = format!("/proc/{}/task/{tid}", self.pid);
                 let Ok(stat) = std::fs::File::open(format!("{base}/stat")) else {
@@ -132,6 +145,7 @@ impl ThreadStates {
             };
             self.activity.insert(tid, state == b'R');
         }
+        self.listed = tids;
         if self.activity.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -156,7 +170,8 @@ impl ThreadStates {
     /// number of threads, one `fstat`) changed or a listed thread exited; a listing shorter than
     /// that count (the kernel's listing stops early when the thread it is positioned on exits)
     /// is read again once.
-    fn list(&mut self) -> std::io::Result<Vec<u32>> {
+    /// Brings `listed` up to date; whether the directory was listed again.
+    fn list(&mut self) -> std::io::Result<bool> {
         use std::os::fd::AsRawFd;
         if self.dir.is_none() {
             self.dir = Some(std::fs::File::open(format!("/proc/{}/task", self.pid))?);
@@ -164,17 +179,17 @@ impl ThreadStates {
         let fd = self.dir.as_ref().expect("opened").as_raw_fd();
         let nlink = self.dir.as_ref().expect("opened").metadata()?.nlink();
         if !self.stale && nlink == self.listed_nlink && !self.listed.is_empty() {
-            return Ok(self.listed.clone());
+            return Ok(false);
         }
         let mut tids = self.list_directory(fd)?;
         if (tids.len() as u64) < nlink.saturating_sub(2) {
             tids = self.list_directory(fd)?;
         }
-        self.listed.clone_from(&tids);
         self.listed_nlink = nlink;
         // Still short: listed again at the next read.
         self.stale = (tids.len() as u64) < nlink.saturating_sub(2);
-        Ok(tids)
+        self.listed = tids;
+        Ok(true)
     }
 
     fn list_directory(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<Vec<u32>> {

@@ -47,6 +47,21 @@ pub struct TidMap {
 }
 
 impl TidMap {
+    /// The OS tid of a thread the runtime knows by `tid` (an OS id, where it keeps one) and
+    /// `pthread`: `tid` when it is one of the process's threads (a forked child's runtime may
+    /// still hold its parent's), else the tid read through `pthread`.
+    pub fn resolve(
+        &mut self,
+        mem: &dyn ReadMemory,
+        tid: Option<u64>,
+        pthread: u64,
+        live: &ThreadActivity,
+    ) -> Option<u32> {
+        tid.and_then(|t| u32::try_from(t).ok())
+            .filter(|t| live.contains_key(t))
+            .or_else(|| self.lookup(mem, pthread, live))
+    }
+
     /// The OS tid of the thread whose `pthread_t` is `pthread`, if it can be read.
     pub fn lookup(
         &mut self,
