@@ -78,7 +78,10 @@ fn eight_busy_processes_on_two_cores() {
     let (profile, kernel, err) = profile_and_kernel_cpu(&[], &["procs", "8", "4"]);
     // 8 processes × 4 s of wall time, on 2 cores: at most ~8 CPU-s, not 32.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
-    assert!(kernel <= cores * 4.5, "kernel CPU {kernel} on {cores} cores");
+    assert!(
+        kernel <= cores * 4.5,
+        "kernel CPU {kernel} on {cores} cores"
+    );
     assert_adds_up(profile, kernel, &err);
 }
 
@@ -162,9 +165,19 @@ fn two_threads_on_2_7(flags: &[&str]) -> (f64, f64, String) {
         .collect();
     let p = &doc["profiles"][0];
     let (mut alpha, mut beta) = (0.0, 0.0);
-    for (s, w) in p["samples"].as_array().unwrap().iter().zip(p["weights"].as_array().unwrap()) {
+    for (s, w) in p["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(p["weights"].as_array().unwrap())
+    {
         let w = w.as_f64().unwrap() / 1e9;
-        let frames: Vec<&str> = s.as_array().unwrap().iter().map(|i| names[i.as_u64().unwrap() as usize]).collect();
+        let frames: Vec<&str> = s
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| names[i.as_u64().unwrap() as usize])
+            .collect();
         if frames.contains(&"alpha") {
             alpha += w;
         }
@@ -184,7 +197,54 @@ fn gil_only_counts_the_gil_holder() {
     let (ga, gb, gerr) = two_threads_on_2_7(&["--gil-only"]);
     let held = ga + gb;
     println!("2.7, 3 s: every thread {all:.2} CPU-s ({a:.2} + {b:.2}); --gil-only {held:.2} ({ga:.2} + {gb:.2})");
-    assert!(ga > 0.1 && gb > 0.1, "both threads hold the GIL in turn: {ga} {gb}; {gerr}");
-    assert!(held < 3.0 * 1.1, "one holder at a time: {held} CPU-s in 3 s; {gerr}");
-    assert!(held < 0.8 * all, "--gil-only {held} vs every thread {all}; {err}");
+    assert!(
+        ga > 0.1 && gb > 0.1,
+        "both threads hold the GIL in turn: {ga} {gb}; {gerr}"
+    );
+    assert!(
+        held < 3.0 * 1.1,
+        "one holder at a time: {held} CPU-s in 3 s; {gerr}"
+    );
+    assert!(
+        held < 0.8 * all,
+        "--gil-only {held} vs every thread {all}; {err}"
+    );
+}
+
+/// A program whose loop runs in lockstep with the sampling rate (3 ms in `phase_a`, 1 ms in
+/// `phase_b`, every 4 ms, to deadlines on the sampler's own clock) is still split 3:1. A sampler
+/// with a fixed period sees the same phase every time and gave all of it to one of the two
+/// (measured: 0 or over 900 to 1); each sample at a random point of its period does not.
+#[test]
+fn a_loop_in_lockstep_with_the_sampler_is_split_by_its_time() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tempdir("lockstep").join("p.pb.gz");
+    let py = python("3.11");
+    let app = test_app("lockstep.py");
+    let args = [
+        "exec",
+        "--sample-rate",
+        "250",
+        "--output",
+        path_str(&out),
+        path_str(&py),
+        path_str(&app),
+        "6",
+    ];
+    let r = run(pyroscope(&args), Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let samples = samples(&decode_pprof_gz(&std::fs::read(&out).unwrap()));
+    let (a, b) = split(&samples, "phase_a", "phase_b");
+    println!("lockstep, 250 Hz, 6 s: phase_a:phase_b = {a}:{b}");
+    // ~1,500 samples: the binomial spread of the ratio is ~6%; aliased, it is 0 or unbounded.
+    assert!(
+        a > 0 && b > 0,
+        "one phase never sampled: {a}:{b}; {}",
+        r.stderr
+    );
+    let ratio = a as f64 / b as f64;
+    assert!(
+        (2.0..=4.5).contains(&ratio),
+        "phase_a:phase_b = {ratio:.2}, expected 3"
+    );
 }

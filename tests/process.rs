@@ -320,7 +320,8 @@ fn multiprocessing_workers_are_profiled() {
         // (milliseconds of symbol parsing per process).
         if method == "fork" {
             assert!(
-                r.stderr.contains("same interpreter layout as its parent (forked)"),
+                r.stderr
+                    .contains("same interpreter layout as its parent (forked)"),
                 "{}",
                 r.stderr
             );

@@ -117,7 +117,12 @@ fn compare_with_pyspy(version: &str) {
                     .iter()
                     .map(|&(code, line)| {
                         let n = ours.named(code).expect("a kept frame is named");
-                        (n.function.clone(), n.filename.clone(), n.short.clone(), line)
+                        (
+                            n.function.clone(),
+                            n.filename.clone(),
+                            n.short.clone(),
+                            line,
+                        )
                     })
                     .collect();
                 (t.thread_id, frames)

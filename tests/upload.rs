@@ -35,7 +35,7 @@ fn push_carries_labels_tags_auth_stacks_and_split() {
             "--auth-token",
             "s3cret-token",
             "--sample-rate",
-            "250",
+            "1000",
         ],
         "4",
     );
@@ -55,7 +55,7 @@ fn push_carries_labels_tags_auth_stacks_and_split() {
         let st = |i: i64| profile.string_table[i as usize].as_str();
         assert_eq!(st(profile.sample_type[0].r#type), "cpu");
         assert_eq!(st(profile.sample_type[0].unit), "nanoseconds");
-        assert_eq!(profile.period, 4_000_000, "1e9 / 250 Hz");
+        assert_eq!(profile.period, 1_000_000, "1e9 / 1000 Hz");
         all.extend(samples(&profile));
     }
     // Functions carry name, file and line.

@@ -11,7 +11,10 @@ fn profile_version(version: &str, blocking: bool) {
     let _slot = Slot::take();
     let py = python(version);
     let out = tempdir(&format!("v{version}-{blocking}")).join("p.pb.gz");
-    let mut args = vec!["exec", "--sample-rate", "250", "--output", path_str(&out)];
+    // 1,000 Hz for 4 s: each sample lands in slow_function with p = 3/4, so over ~4,000 samples
+    // the split's spread (binomial) is ~2%, and 25% is far outside it. At 250 Hz it is ~7%, and
+    // a dozen such checks per run failed now and then.
+    let mut args = vec!["exec", "--sample-rate", "1000", "--output", path_str(&out)];
     if blocking {
         args.push("--pyspy-blocking");
     }

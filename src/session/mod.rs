@@ -92,7 +92,7 @@ impl Session {
     pub fn run(mut self, signals: &mut Signals, pidfd: Option<OwnedFd>) -> Ending {
         let root = self.root.as_raw() as u32;
         raise_priority();
-        let mut next_sample = Instant::now();
+        let mut ticks = sampling::Ticks::new(self.period, Instant::now());
         if self.mode == Mode::Exec && self.tracer.is_none() {
             self.targets.consider(root, true, None);
         }
@@ -100,7 +100,8 @@ impl Session {
             if let Some(e) = self.ending {
                 break e;
             }
-            let timeout = next_sample
+            let timeout = ticks
+                .due()
                 .saturating_duration_since(Instant::now())
                 .min(self.pipeline.until_window_end(SystemTime::now()));
             let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
@@ -146,16 +147,14 @@ impl Session {
                 self.targets.scan_children(self.tracer.as_mut());
             }
             let now = Instant::now();
-            if now >= next_sample {
+            if now >= ticks.due() {
                 let failed =
                     self.sampler
                         .tick(&mut self.targets, self.tracer.as_mut(), &mut self.pipeline);
                 if self.mode == Mode::Connect && failed.contains(&root) {
                     self.ending = Some(Ending::Failed);
                 }
-                let late;
-                (next_sample, late) = sampling::next_tick(next_sample, self.period, now);
-                self.sampler.stats.late += u64::from(late);
+                self.sampler.stats.late += u64::from(ticks.advance(now));
             }
             self.pipeline.rotate_if_due(SystemTime::now());
             if self.mode == Mode::Connect
@@ -250,8 +249,9 @@ fn raise_priority() {
     // SAFETY: plain syscalls on this thread.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::pid_t;
     let param = libc::sched_param { sched_priority: 1 };
-    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) }
-        == 0
+    if unsafe {
+        libc::sched_setscheduler(tid, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    } == 0
     {
         log::debug!("sampling thread: SCHED_FIFO priority 1");
         return;

@@ -124,8 +124,12 @@ impl Pages {
     /// Forgets everything (at the start of a sample); keeps the allocations.
     pub fn clear(&mut self) {
         self.last_used.clear();
-        self.last_used
-            .extend(self.index.iter().filter(|(_, (_, u))| u.get()).map(|(&p, _)| p));
+        self.last_used.extend(
+            self.index
+                .iter()
+                .filter(|(_, (_, u))| u.get())
+                .map(|(&p, _)| p),
+        );
         self.index.clear();
         self.used = 0;
         self.unreadable.clear();
@@ -236,7 +240,10 @@ impl Pages {
         // SAFETY: the bytes are all written by `read` before `assume_init`, and T is plain
         // old data (bindgen's structs of integers and raw pointers).
         let bytes = unsafe {
-            std::slice::from_raw_parts_mut(value.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>())
+            std::slice::from_raw_parts_mut(
+                value.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of::<T>(),
+            )
         };
         self.read(mem, addr, bytes)?;
         Ok(unsafe { value.assume_init() })
@@ -292,7 +299,10 @@ mod tests {
         let mut buf = vec![0u8; PAGE + 100];
         pages.read(&mem, base + PAGE - 50, &mut buf).unwrap();
         assert_eq!(mem.calls(), 1, "already read");
-        assert!(buf.iter().enumerate().all(|(i, &b)| b == ((PAGE - 50 + i) % 251) as u8));
+        assert!(buf
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == ((PAGE - 50 + i) % 251) as u8));
         let v: u64 = pages.get(&mem, base + 3 * PAGE + 8).unwrap();
         assert_eq!(v.to_ne_bytes()[0], ((3 * PAGE + 8) % 251) as u8);
         assert_eq!(mem.calls(), 1);
@@ -307,7 +317,13 @@ mod tests {
         assert!(pages.read(&mem, base + PAGE, &mut [0u8; 8]).is_err());
         assert_eq!(mem.calls(), calls, "an unreadable page is not tried again");
         // Garbage pointers (torn reads): refused without a call, never a wrap-around.
-        for addr in [0usize, 8, usize::MAX - 3, 0xffff_ffff_ffff_f000, USER_END - 8] {
+        for addr in [
+            0usize,
+            8,
+            usize::MAX - 3,
+            0xffff_ffff_ffff_f000,
+            USER_END - 8,
+        ] {
             assert!(pages.read(&mem, addr, &mut [0u8; 16]).is_err(), "{addr:#x}");
         }
         assert_eq!(mem.calls(), calls);

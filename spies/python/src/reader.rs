@@ -164,7 +164,10 @@ pub struct Reader<I: InterpreterState> {
     interpreter_address: usize,
     /// With `--gil-only`: where the GIL's holder is found (py-spy's `threadstate_address`).
     gil_address: Option<usize>,
-    codes: HashMap<usize, Code<<<I::ThreadState as ThreadState>::FrameObject as FrameObject>::CodeObject>>,
+    codes: HashMap<
+        usize,
+        Code<<<I::ThreadState as ThreadState>::FrameObject as FrameObject>::CodeObject>,
+    >,
     /// File name → shortened file name (py-spy's rule), shared by all code objects of a file.
     short_names: HashMap<String, Option<String>>,
     /// Per sample: (thread index in `out`, code address, last instruction) of every frame.

@@ -108,18 +108,20 @@ impl Runtime for Ruby {
             inconclusive: 0,
             failed: 0,
         });
-        Ok(Box::new(OnCpuSpy::new(
-            pid,
-            RubyReader {
+        Ok(Box::new(
+            OnCpuSpy::new(
                 pid,
-                inner,
-                cwd: spy::procfs::cwd(pid),
-                version: running,
-                unverified,
-                tids: spy::tids::TidMap::default(),
-            },
-        )
-        .with_period(spy::on_cpu::period_ns(options))))
+                RubyReader {
+                    pid,
+                    inner,
+                    cwd: spy::procfs::cwd(pid),
+                    version: running,
+                    unverified,
+                    tids: spy::tids::TidMap::default(),
+                },
+            )
+            .with_period(spy::on_cpu::period_ns(options)),
+        ))
     }
 }
 

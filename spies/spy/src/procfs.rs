@@ -72,7 +72,10 @@ pub fn age(pid: u32) -> Option<std::time::Duration> {
     let start = stat(pid)?.start_time;
     // SAFETY: sysconf and clock_gettime only write the timespec given.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     if ticks <= 0 || unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
         return None;
     }
@@ -307,7 +310,10 @@ mod tests {
         let init = age(1).expect("init's age");
         // Ticks are 10 ms: this process started at most a few minutes ago, and not before init.
         assert!(own < std::time::Duration::from_secs(3600), "{own:?}");
-        assert!(init + std::time::Duration::from_millis(20) >= own, "{init:?} < {own:?}");
+        assert!(
+            init + std::time::Duration::from_millis(20) >= own,
+            "{init:?} < {own:?}"
+        );
     }
 
     #[test]
@@ -336,7 +342,10 @@ mod tests {
     fn stat_with_a_hostile_command_name() {
         let line = b"42 (a) b (c) S 7 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 123456 0 0\n";
         let s = Stat::parse(line).unwrap();
-        assert_eq!((s.state, s.ppid, s.flags, s.start_time), (b'S', 7, 4194560, 123456));
+        assert_eq!(
+            (s.state, s.ppid, s.flags, s.start_time),
+            (b'S', 7, 4194560, 123456)
+        );
         assert_eq!(stat_state(line), Some(b'S'));
         assert_eq!(stat_state(b"42 (cut)"), None);
         assert!(Stat::parse(b"42 (no close").is_none());
