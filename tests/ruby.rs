@@ -45,7 +45,7 @@ fn exec_uploads_ruby_stacks_with_the_split() {
             "--tag",
             "lang=ruby",
             "--sample-rate",
-            "250",
+            "1000",
             "--log-level",
             "debug",
             &rb,
@@ -63,7 +63,7 @@ fn exec_uploads_ruby_stacks_with_the_split() {
             ("service_name", "shop.worker"),
             ("lang", "ruby"),
         ],
-        Some(4_000_000),
+        Some(1_000_000),
         &r.stderr,
     );
     let (s, f) = split(&all, "slow_function", "fast_function");
@@ -215,10 +215,11 @@ fn exec_with_libruby(dir: &std::path::Path, args: &[&str]) -> Run {
 fn unknown_patch_release_falls_back_to_the_nearest_known_one() {
     let _slot = Slot::take();
     let dir = libruby_claiming("3.1.9");
-    // 250 Hz for 4 s: ~1000 samples, so the 3:1 split is checked well outside sampling noise.
+    // 1,000 Hz for 4 s: ~4,000 samples put the 3:1 split's spread at ~5% (at 250 Hz, ~10%: one
+    // run in ten came out above 3.5), so 25% is well outside sampling noise.
     let r = exec_with_libruby(
         &dir,
-        &["--sample-rate", "250", &ruby(), path_str(&ruby_app()), "4"],
+        &["--sample-rate", "1000", &ruby(), path_str(&ruby_app()), "4"],
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warn:")).collect();
@@ -315,7 +316,7 @@ fn connect_with_rbspy_blocking() {
             &pid,
             "--rbspy-blocking",
             "--sample-rate",
-            "250",
+            "1000",
             "--output",
             path_str(&out),
         ]),
@@ -338,7 +339,7 @@ fn exec_with_rbspy_blocking_pauses_through_the_tracer() {
             "exec",
             "--rbspy-blocking",
             "--sample-rate",
-            "250",
+            "1000",
             "--output",
             path_str(&out),
             &ruby(),
