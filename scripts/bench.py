@@ -15,6 +15,10 @@ configurations are interleaved and repeated, and medians are reported:
 Python runs once per --depth (default 8,48: a 10-deep and a 50-deep stack).
 "pyroscope [py-spy reader]" is pyroscope reading stacks with py-spy's reader
 (PYROSCOPE_PYTHON_READER=pyspy) instead of its own.
+"syscall floor (C)" (bench/syscall_floor.c, built with cc) makes exactly the system calls
+pyroscope makes per sample in the steady state (the ppoll wake-up, the /proc reads, one
+process_vm_readv of as many pages) and nothing else: what a sample costs on this machine before
+any stack is walked.
 
 Usage: python3 scripts/bench.py [--runtime python|ruby] [--runs 5] [--rounds N] [--python PATH]
                                 [--before PATH] [--depth 8,48]
@@ -38,6 +42,9 @@ TARGET = os.path.join(ROOT, "bench", "cpu_bound.py")
 RUBY_TARGET = os.path.join(ROOT, "bench", "cpu_bound.rb")
 RBSPY = os.path.join(ROOT, "target", "bench-rbspy", "bin", "rbspy")
 PYROSCOPE = os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "pyroscope")
+FLOOR = "syscall floor (C)"
+FLOOR_SRC = os.path.join(ROOT, "bench", "syscall_floor.c")
+FLOOR_BIN = os.path.join(ROOT, "target", "bench-floor", "syscall_floor")
 BEFORE = None
 BEFORE_MARK = " (before)"
 VENV = os.path.join(ROOT, "target", "bench-venv")
@@ -123,6 +130,10 @@ def profiler_command(config, pid, pyspy, tmp):
             flags = flags.replace(PYSPY_READER, "")
             env["PYROSCOPE_PYTHON_READER"] = "pyspy"
         return [binary, "connect", "--pid", pid] + flags.split()[1:] + ["--output", tmp + ".txt"], env
+    if config == FLOOR:
+        # The pages pyroscope reads per sample on this target (strace: 40 KiB on the 10-deep
+        # one, 44 KiB on the 50-deep one).
+        return [FLOOR_BIN, pid, "100", "10" if DEPTH <= 8 else "11"], {}
     if config == "py-spy record":
         return [pyspy, "record", "--pid", pid, "--rate", "100", "-f", "raw", "-o", tmp + ".raw"], {}
     if config == "py-spy record --nonblocking":
@@ -207,7 +218,9 @@ def main():
         args.rounds = args.rounds or 5000
         other = "py-spy record"
         configs = ["baseline", "pyroscope", "pyroscope --pyspy-blocking", "pyroscope" + PYSPY_READER,
-                   "py-spy record", "py-spy record --nonblocking"]
+                   "py-spy record", "py-spy record --nonblocking", FLOOR]
+        os.makedirs(os.path.dirname(FLOOR_BIN), exist_ok=True)
+        subprocess.check_call(["cc", "-O2", "-o", FLOOR_BIN, FLOOR_SRC])
         depths = [int(d) for d in args.depth.split(",")]
     if BEFORE:
         configs += [c + BEFORE_MARK for c in configs if c.startswith("pyroscope")]
@@ -267,7 +280,7 @@ def measure(args, configs, other, pyspy, pyspy_version):
         per_sample[c] = (per, marginal)
         print("| %s | %d | %.1f ms | %.0f µs | %.0f µs | %s | %.1f MiB | %.3f s | %+.1f%% |" % (
             c, samples, cpu * 1e3, per, marginal, "%.1f" % reads if reads is not None else "", rss, wall, slow))
-    for o in [other, other + " --nonblocking"]:
+    for o in [other, other + " --nonblocking", FLOOR]:
         if "pyroscope" not in per_sample or o not in per_sample:
             continue
         a, b = per_sample["pyroscope"], per_sample[o]

@@ -118,7 +118,7 @@ fn compare_with_pyspy(version: &str) {
                     .map(|&(code, line)| {
                         let n = ours.named(code).expect("a kept frame is named");
                         (
-                            n.function.clone(),
+                            n.function.to_string(),
                             n.filename.clone(),
                             n.short.clone(),
                             line,

@@ -1,6 +1,7 @@
 //! Aggregation: samples → interned frames and stacks → one [`Profile`] per window (cut by
 //! [`super::window`]), plus (when a local output is wanted) the whole run's totals.
 
+use rustc_hash::FxHashMap;
 use spy::{Frame, Stack};
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -50,7 +51,7 @@ impl Profile {
 /// file is not known (e.g. an unresolved `[unknown]` frame).
 pub fn frame_label(f: &Frame) -> String {
     if f.file.is_empty() {
-        f.function.clone()
+        f.function.to_string()
     } else if f.line > 0 {
         format!("{} ({}:{})", f.function, f.file, f.line)
     } else {
@@ -58,11 +59,13 @@ pub fn frame_label(f: &Frame) -> String {
     }
 }
 
-type Counts = HashMap<Vec<u32>, Weight>;
+// Fx rather than SipHash: every sample hashes each of its frames (names and files) and its
+// stack. The names come from the user's own program; hash flooding is not a concern here.
+type Counts = FxHashMap<Vec<u32>, Weight>;
 
 /// Collects samples. Frames are interned once for the whole run; stacks per window.
 pub struct Aggregator {
-    frame_ids: HashMap<Frame, u32>,
+    frame_ids: FxHashMap<Frame, u32>,
     frames: Vec<Frame>,
     window: Counts,
     window_spies: HashMap<&'static str, u64>,
@@ -76,12 +79,12 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(sample_rate: u32, start: SystemTime, keep_total: bool) -> Self {
         Aggregator {
-            frame_ids: HashMap::new(),
+            frame_ids: FxHashMap::default(),
             frames: Vec::new(),
-            window: HashMap::new(),
+            window: FxHashMap::default(),
             window_spies: HashMap::new(),
             total_spies: HashMap::new(),
-            total: keep_total.then(HashMap::new),
+            total: keep_total.then(FxHashMap::default),
             run_start: start,
             period_ns: 1_000_000_000 / u64::from(sample_rate.max(1)),
             scratch: Vec::new(),
@@ -236,7 +239,7 @@ mod tests {
         let texts: Vec<_> = w
             .stacks
             .iter()
-            .map(|(s, n)| (w.stack_text(s, |f| f.function.clone()), *n))
+            .map(|(s, n)| (w.stack_text(s, |f| f.function.to_string()), *n))
             .collect();
         // A sample without a measured CPU time stands for one period (10 ms at 100 Hz).
         let slow = Weight {

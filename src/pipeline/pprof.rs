@@ -162,7 +162,7 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
     let cpu = strings.id("cpu");
     let ns = strings.id("nanoseconds");
     let mut functions: Vec<Function> = Vec::new();
-    let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
+    let mut function_ids: HashMap<(std::sync::Arc<str>, std::sync::Arc<str>), u64> = HashMap::new();
     // One location per frame (function + line); location id = frame index + 1.
     let location = p
         .frames

@@ -323,6 +323,8 @@ impl Targets {
         self.next_scan = now + Duration::from_secs(1);
         let mut tree: Vec<u32> = self.map.keys().chain(self.watch.keys()).copied().collect();
         tree.push(self.root);
+        tree.sort_unstable();
+        tree.dedup();
         let found: Vec<u32> = match spy::procfs::children_of(&tree) {
             Some(children) => children,
             // Kernels without /proc/PID/task/TID/children: scan every process's parent.

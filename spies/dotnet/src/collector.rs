@@ -213,15 +213,15 @@ impl Collector {
                 .rev()
                 .map(|r| match r {
                     Some(r) => Frame {
-                        function: r.name.to_string(),
-                        file: r.module.map(|m| m.to_string()).unwrap_or_default(),
+                        function: r.name.to_string().into(),
+                        file: r.module.map(|m| m.to_string()).unwrap_or_default().into(),
                         line: 0,
                     },
                     None => {
                         self.stats.unresolved_frames += 1;
                         Frame {
                             function: "[unknown]".into(),
-                            file: String::new(),
+                            file: "".into(),
                             line: 0,
                         }
                     }

@@ -58,7 +58,7 @@ fn collect(name: &str, include_external: bool) -> Collector {
 fn leaves(c: &Collector) -> HashMap<String, u64> {
     let mut m = HashMap::new();
     for s in &c.ready {
-        *m.entry(s.frames.last().unwrap().function.clone())
+        *m.entry(s.frames.last().unwrap().function.to_string())
             .or_default() += 1;
     }
     m
@@ -97,16 +97,16 @@ fn t31_names_and_split() {
     let s = all
         .ready
         .iter()
-        .find(|s| s.frames.last().unwrap().function == "BurnDemo.Worker.Slow")
+        .find(|s| s.frames.last().unwrap().function.as_ref() == "BurnDemo.Worker.Slow")
         .unwrap();
-    let names: Vec<&str> = s.frames.iter().map(|f| f.function.as_str()).collect();
+    let names: Vec<&str> = s.frames.iter().map(|f| f.function.as_ref()).collect();
     assert_eq!(
         names.first(),
         Some(&"System.Threading.ThreadHelper.ThreadStart"),
         "root first: {names:?}"
     );
     assert_eq!(names[names.len() - 2], "BurnDemo.Worker.Loop");
-    assert_eq!(s.frames.last().unwrap().file, "burn.dll");
+    assert_eq!(&*s.frames.last().unwrap().file, "burn.dll");
 }
 
 #[test]
@@ -149,14 +149,14 @@ fn without_rundown_frames_are_unknown_but_kept() {
     assert!(c
         .ready
         .iter()
-        .any(|s| s.frames.iter().any(|f| f.function == "[unknown]")));
+        .any(|s| s.frames.iter().any(|f| f.function.as_ref() == "[unknown]")));
 }
 
 fn resolved_frames(c: &Collector) -> u64 {
     c.ready
         .iter()
         .flat_map(|s| &s.frames)
-        .filter(|f| f.function != "[unknown]")
+        .filter(|f| f.function.as_ref() != "[unknown]")
         .count() as u64
 }
 
@@ -501,7 +501,7 @@ fn ready_to_run_entry_points_name_start_up_frames() {
         let names = |s: &spy::Stack| {
             s.frames
                 .iter()
-                .map(|f| f.function.clone())
+                .map(|f| f.function.to_string())
                 .collect::<Vec<_>>()
         };
         c.ready

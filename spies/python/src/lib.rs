@@ -425,7 +425,7 @@ impl StackReader for PythonReader {
                         .filter_map(|&(code, line)| {
                             let n = frames.named(code)?;
                             Some(Frame {
-                                file: n.short.clone().unwrap_or_else(|| n.filename.clone()),
+                                file: n.shown.clone(),
                                 function: n.function.clone(),
                                 line: line.max(0) as u32,
                             })
@@ -471,8 +471,8 @@ impl StackReader for PythonReader {
                         .into_iter()
                         .rev()
                         .map(|f| Frame {
-                            file: f.short_filename.unwrap_or(f.filename),
-                            function: f.name,
+                            file: f.short_filename.unwrap_or(f.filename).into(),
+                            function: f.name.into(),
                             line: f.line.max(0) as u32,
                         })
                         .collect();

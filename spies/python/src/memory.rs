@@ -118,6 +118,10 @@ pub struct Pages {
     used: usize,
     /// Pages found unreadable during this sample.
     unreadable: Vec<usize>,
+    /// Reused by every read (no allocation per sample): ranges, wanted pages, runs of pages.
+    scratch_ranges: Vec<(usize, usize)>,
+    scratch_pages: Vec<usize>,
+    scratch_runs: Vec<(usize, usize)>,
 }
 
 impl Pages {
@@ -138,15 +142,19 @@ impl Pages {
     /// Reads, in one call, the pages the previous sample used (a stack that did not change needs
     /// exactly those: the thread states, the frames, the code objects), and `ranges`.
     pub fn start_sample(&mut self, mem: &Memory, ranges: &[(usize, usize)]) {
-        let mut all: Vec<(usize, usize)> = self.last_used.iter().map(|&p| (p, PAGE)).collect();
+        let mut all = std::mem::take(&mut self.scratch_ranges);
+        all.clear();
+        all.extend(self.last_used.iter().map(|&p| (p, PAGE)));
         all.extend_from_slice(ranges);
         self.prefetch(mem, &all);
+        self.scratch_ranges = all;
     }
 
     /// Reads, in one call, every page that holds part of one of `ranges` and is not read yet.
     /// Pages that turn out unmapped are remembered as such; the others are kept.
     pub fn prefetch(&mut self, mem: &Memory, ranges: &[(usize, usize)]) {
-        let mut wanted: Vec<usize> = Vec::new();
+        let mut wanted = std::mem::take(&mut self.scratch_pages);
+        wanted.clear();
         for &(addr, len) in ranges {
             // Garbage (from a read that tore) is not read: it would be unmapped anyway, and an
             // end past the address space would wrap around.
@@ -164,20 +172,22 @@ impl Pages {
                 page += PAGE;
             }
         }
-        if wanted.is_empty() {
-            return;
-        }
-        wanted.sort_unstable();
-        wanted.dedup();
-        // Neighbouring pages become one iovec.
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        for &page in &wanted {
-            match runs.last_mut() {
-                Some((start, len)) if *start + *len == page => *len += PAGE,
-                _ => runs.push((page, PAGE)),
+        if !wanted.is_empty() {
+            wanted.sort_unstable();
+            wanted.dedup();
+            // Neighbouring pages become one iovec.
+            let mut runs = std::mem::take(&mut self.scratch_runs);
+            runs.clear();
+            for &page in &wanted {
+                match runs.last_mut() {
+                    Some((start, len)) if *start + *len == page => *len += PAGE,
+                    _ => runs.push((page, PAGE)),
+                }
             }
+            self.read_runs(mem, &runs);
+            self.scratch_runs = runs;
         }
-        self.read_runs(mem, &runs);
+        self.scratch_pages = wanted;
     }
 
     fn read_runs(&mut self, mem: &Memory, runs: &[(usize, usize)]) {

@@ -28,6 +28,7 @@ use crate::memory::{Memory, Pages};
 use py_spy::python_data_access::{copy_bytes, copy_string};
 use py_spy::python_interpreters::{CodeObject, FrameObject, InterpreterState, ThreadState};
 use rustc_hash::FxHashMap as HashMap;
+use std::sync::Arc;
 
 /// Code objects cached per process before the cache is dropped and rebuilt.
 const MAX_CODES: usize = 16_384;
@@ -57,11 +58,14 @@ pub type Select<'a> = dyn FnMut(&Memory, u64, Option<u64>) -> (Option<u32>, bool
 /// A frame as shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Named {
-    pub function: String,
+    /// Shared with every sample's frames (no allocation per sample).
+    pub function: Arc<str>,
     /// The file as CPython has it.
     pub filename: String,
     /// The file shortened as py-spy does (relative to the package root), if it can be.
     pub short: Option<String>,
+    /// What a frame shows: `short`, else `filename`.
+    pub shown: Arc<str>,
 }
 
 /// What the reader has done so far, for logs and benchmarks.
@@ -176,6 +180,8 @@ pub struct Reader<I: InterpreterState> {
     retry: Vec<usize>,
     /// Frames of the chain being walked.
     chain: rustc_hash::FxHashSet<usize>,
+    /// Address ranges to read, reused (no allocation per sample).
+    ranges: Vec<(usize, usize)>,
     stats: ReaderStats,
 }
 
@@ -193,6 +199,7 @@ impl<I: InterpreterState> Reader<I> {
             pending: Vec::new(),
             retry: Vec::new(),
             chain: Default::default(),
+            ranges: Vec::new(),
             stats: ReaderStats::default(),
         }
     }
@@ -261,7 +268,8 @@ where
             });
             // Where the frames are, read in one call: the data stack (3.11+) and, on 3.11 and
             // 3.12, the C frame that points at the current one.
-            let mut ranges = Vec::with_capacity(2);
+            let ranges = &mut self.ranges;
+            ranges.clear();
             if let Some((chunk, top)) = thread.data_stack() {
                 if chunk != 0 && top > chunk && top - chunk <= 1 << 20 {
                     ranges.push((chunk, top - chunk));
@@ -271,7 +279,7 @@ where
             if let Some(addr) = frame_address {
                 ranges.push((addr, std::mem::size_of::<usize>()));
             }
-            pages.prefetch(mem, &ranges);
+            pages.prefetch(mem, ranges);
             let frame_address = match frame_address {
                 Some(addr) => Some(pages.get::<usize>(mem, addr)?),
                 None => None,
@@ -326,7 +334,9 @@ where
             self.codes.remove(&addr);
         }
         let size = std::mem::size_of::<CodeOf<I>>();
-        let mut ranges: Vec<(usize, usize)> = self.pending.iter().map(|p| (p.1, size)).collect();
+        let mut ranges = std::mem::take(&mut self.ranges);
+        ranges.clear();
+        ranges.extend(self.pending.iter().map(|p| (p.1, size)));
         ranges.sort_unstable();
         ranges.dedup();
         self.pages.prefetch(&self.mem, &ranges);
@@ -355,6 +365,7 @@ where
                 }
             }
         }
+        self.ranges = ranges;
         for &(thread, addr, lasti) in &self.pending {
             let Some(entry) = self.codes.get_mut(&addr) else {
                 continue;
@@ -405,7 +416,8 @@ where
                 }
             };
             Some(Named {
-                function,
+                function: function.into(),
+                shown: short.as_deref().unwrap_or(&filename).into(),
                 filename,
                 short,
             })

@@ -276,8 +276,8 @@ fn convert(trace: &rbspy::StackTrace, cwd: Option<&str>) -> Stack {
         .iter()
         .rev()
         .map(|f| Frame {
-            function: f.name.clone(),
-            file: shorten(f.absolute_path.as_deref().unwrap_or(&f.relative_path), cwd),
+            function: f.name.as_str().into(),
+            file: shorten(f.absolute_path.as_deref().unwrap_or(&f.relative_path), cwd).into(),
             line: f.lineno.unwrap_or(0) as u32,
         })
         .collect();

@@ -22,15 +22,17 @@ pub use thread_states::{only_running, ThreadActivity, ThreadStates};
 pub mod tids;
 
 use std::fmt;
+use std::sync::Arc;
 
-/// One stack frame as a spy read it.
+/// One stack frame as a spy read it. The strings are shared: a spy that caches names hands out
+/// the same ones on every sample without allocating.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {
     /// Function (or method) name, e.g. `handle_request`.
-    pub function: String,
+    pub function: Arc<str>,
     /// Source file as shown to users (shortened where the runtime allows, e.g. relative to
     /// `site-packages`).
-    pub file: String,
+    pub file: Arc<str>,
     /// Line number; 0 when unknown.
     pub line: u32,
 }

@@ -1,6 +1,6 @@
 //! Which threads of a process are on CPU, cheaply, sample after sample.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// Running/idle state of each OS thread of a process, read from `/proc` **before** the process
@@ -53,10 +53,10 @@ impl ThreadStates {
         ThreadStates {
             pid,
             dir: None,
-            threads: HashMap::new(),
+            threads: HashMap::default(),
             buf: vec![0; 1024],
-            activity: HashMap::new(),
-            cpu_delta: HashMap::new(),
+            activity: HashMap::default(),
+            cpu_delta: HashMap::default(),
             first_cap_ns: None,
             listed: Vec::new(),
             listed_nlink: 0,
