@@ -190,14 +190,15 @@ impl Pauser for RemoteLockPauser {
     }
 }
 
-/// When to sample. The rate is kept on a grid of slots one period long, and each sample is taken
-/// at a random point of its slot. A sampler with a fixed period aliases with work that repeats at
-/// a rate near its own: a 5.3 ms loop sampled every 4 ms is only ever seen at four phases, and the
-/// split of its CPU between its parts came out anywhere from 2.2:1 to 4.2:1 for a true 3:1. At a
-/// random point of each slot every phase is as likely as its share of the time. The CPU a sample
-/// carries is its thread's CPU since the previous sample, so uneven gaps change no total.
+/// When to sample: each sample a random time after the one before, between half a period and
+/// one and a half (a mean of one period). A sampler with a fixed period aliases with work that
+/// repeats at a related rate: a loop of 3 ms in one function and 1 ms in another every 4 ms,
+/// sampled at 250 Hz, was given wholly to one of them. Random points on a fixed grid are not
+/// enough once a sample weighs the CPU time since the sample before: the gap before a sample
+/// late in its slot is longer, so the parts of such a loop that come later in the period weigh
+/// more (that loop came out 1.9:1, not 3:1). With independent random gaps, where a sample falls
+/// in the loop does not depend on the gap before it, and both counts and CPU time are fair.
 pub(super) struct Ticks {
-    slot: Instant,
     at: Instant,
     period: Duration,
     rng: fastrand::Rng,
@@ -207,7 +208,6 @@ impl Ticks {
     /// The first sample is taken at once.
     pub(super) fn new(period: Duration, now: Instant) -> Self {
         Ticks {
-            slot: now,
             at: now,
             period,
             rng: fastrand::Rng::new(),
@@ -219,18 +219,14 @@ impl Ticks {
         self.at
     }
 
-    /// Schedules the sample after the one taken at `now`, at a random point of the next slot, or
-    /// (when the machine was too busy and a whole slot passed without a sample) of the slot that
-    /// starts now: never a burst to catch up. `true`: this one came late.
+    /// Schedules the sample after the one taken at `now`: a random gap after the time this one
+    /// was due, or (when the machine was too busy and it came a whole period late) after now:
+    /// never a burst to catch up. `true`: this one came late.
     pub(super) fn advance(&mut self, now: Instant) -> bool {
-        let mut next = self.slot + self.period;
-        let late = next + self.period <= now;
-        if late {
-            next = now;
-        }
-        self.slot = next;
+        let late = self.at + self.period <= now;
+        let from = if late { now } else { self.at };
         let nanos = self.period.as_nanos() as u64;
-        self.at = next + Duration::from_nanos(self.rng.u64(0..nanos.max(1)));
+        self.at = from + Duration::from_nanos(nanos / 2 + self.rng.u64(0..nanos.max(1)));
         late
     }
 }
@@ -240,40 +236,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_sample_per_slot_at_a_random_point_of_it() {
+    fn gaps_are_random_between_half_and_one_and_a_half_periods() {
         let period = Duration::from_millis(4);
         let start = Instant::now();
         let mut ticks = Ticks::new(period, start);
         assert_eq!(ticks.due(), start);
-        let mut offsets = Vec::new();
-        for k in 1..=2000u32 {
+        let mut gaps = Vec::new();
+        for _ in 0..4000 {
             let now = ticks.due();
             assert!(!ticks.advance(now));
-            let slot = start + period * k;
-            assert!(ticks.due() >= slot && ticks.due() < slot + period);
-            offsets.push((ticks.due() - slot).as_secs_f64() / period.as_secs_f64());
+            gaps.push((ticks.due() - now).as_secs_f64() / period.as_secs_f64());
         }
-        // Spread over the slot: each quarter holds about a quarter of the samples.
+        assert!(gaps.iter().all(|&g| (0.5..1.5).contains(&g)), "{gaps:?}");
+        // The rate holds: a mean gap of one period.
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        assert!((0.98..1.02).contains(&mean), "mean gap {mean} periods");
+        // Spread over the range: each quarter holds about a quarter of the gaps.
         for q in 0..4 {
-            let n = offsets
-                .iter()
-                .filter(|&&o| o >= q as f64 / 4.0 && o < (q + 1) as f64 / 4.0)
-                .count();
-            assert!((400..=600).contains(&n), "quarter {q}: {n} of 2000");
+            let lo = 0.5 + q as f64 / 4.0;
+            let n = gaps.iter().filter(|&&g| g >= lo && g < lo + 0.25).count();
+            assert!(
+                (800..=1200).contains(&n),
+                "gaps in [{lo}, {}): {n} of 4000",
+                lo + 0.25
+            );
         }
     }
 
     #[test]
-    fn a_missed_slot_is_late_and_not_caught_up() {
+    fn a_late_sample_is_counted_and_not_caught_up() {
         let period = Duration::from_millis(10);
         let start = Instant::now();
         let mut ticks = Ticks::new(period, start);
-        // Taken 5 periods after it was due: late, and the next comes within a period of now.
+        // Taken 5 periods after it was due: late, and the next is a gap after now.
         let now = start + period * 5;
         assert!(ticks.advance(now));
-        assert!(ticks.due() >= now && ticks.due() < now + period);
-        // Taken within the slot after its own: not late.
+        assert!(ticks.due() >= now + period / 2 && ticks.due() < now + period * 3 / 2);
+        // Taken less than a period after it was due: not late, and the next gap counts from
+        // when it was due.
         let mut ticks = Ticks::new(period, start);
-        assert!(!ticks.advance(start + period + period / 2));
+        assert!(!ticks.advance(start + period / 2));
+        assert!(ticks.due() >= start + period / 2 && ticks.due() < start + period * 3 / 2);
     }
 }

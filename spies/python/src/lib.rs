@@ -113,6 +113,7 @@ fn python_spy(pid: u32, version: String, engine: Engine, options: &AttachOptions
         version,
         engine,
         tids: spy::tids::TidMap::default(),
+        unlisted: None,
     };
     Box::new(OnCpuSpy::new(pid, reader).with_period(spy::on_cpu::period_ns(options)))
 }
@@ -312,6 +313,9 @@ struct PythonReader {
     version: String,
     engine: Engine,
     tids: spy::tids::TidMap,
+    /// Whether the last read met a thread state whose OS thread is not listed (own reader only:
+    /// it reads every thread state each sample).
+    unlisted: Option<bool>,
 }
 
 /// Reads thread stacks (only the GIL holder's with `gil_only`); `locked` when the caller has
@@ -354,15 +358,21 @@ impl StackReader for PythonReader {
         }
     }
 
+    fn unlisted_thread_seen(&mut self) -> Option<bool> {
+        self.unlisted.take()
+    }
+
     fn read(&mut self, activity: &ThreadActivity, locked: bool) -> Raw {
         match &mut self.engine {
             Engine::Own(frames) => {
                 let tids = &mut self.tids;
+                let mut unlisted = false;
                 // Only the threads on CPU are read; a thread whose OS id is unknown is read.
                 let mut select = |mem: &memory::Memory, pthread: u64, native: Option<u64>| {
                     // A forked child's thread state keeps its parent's native id until CPython
                     // updates it after the fork: only an id of this process is taken as is.
                     let tid = tids.resolve(mem, native, pthread, activity);
+                    unlisted |= tid.is_none();
                     let wanted = tid.and_then(|t| activity.get(&t)).copied().unwrap_or(true);
                     (tid, wanted)
                 };
@@ -374,6 +384,8 @@ impl StackReader for PythonReader {
                     threads.clear();
                     result = frames.read(&mut select, &mut threads);
                 }
+                // A failed read may have stopped before some thread states: no verdict.
+                self.unlisted = result.is_ok().then_some(unlisted);
                 Raw::Own(result.map(|()| threads))
             }
             Engine::PySpy {

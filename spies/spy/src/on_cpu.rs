@@ -16,6 +16,13 @@ pub trait StackReader {
     fn memory_reads(&self) -> Option<u64> {
         None
     }
+    /// Whether the last [`read`](Self::read) found a thread whose OS id is not among the
+    /// process's listed threads (`activity`): `Some(false)` from a reader that sees every thread
+    /// of its runtime each read tells that the thread list is still current, so the next sample
+    /// need not check it. `None` (the default): the reader cannot tell.
+    fn unlisted_thread_seen(&mut self) -> Option<bool> {
+        None
+    }
     /// After the process runs again: one [`Stack`] per on-CPU thread into `out`, or why not.
     fn stacks(
         &mut self,
@@ -82,24 +89,42 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         let result = self.reader.stacks(raw, activity, out);
         // Each stack stands for the CPU time its thread really got since the previous tick:
         // with CPUs shared or a cgroup quota, less than a period; after a late tick, more.
-        for stack in &mut out[first..] {
+        let listed = |s: &Stack| {
+            u32::try_from(s.thread_id)
+                .ok()
+                .filter(|t| activity.contains_key(t))
+        };
+        let claimed =
+            only_running.is_some_and(|t| out[first..].iter().any(|s| listed(s) == Some(t)));
+        let mut i = first;
+        while i < out.len() {
+            let stack = &mut out[i];
+            i += 1;
             if stack.cpu_ns.is_some() {
                 continue;
             }
-            let tid = u32::try_from(stack.thread_id)
-                .ok()
-                .filter(|t| activity.contains_key(t));
-            match (tid, only_running) {
+            match (listed(stack), only_running) {
                 (Some(tid), _) => stack.cpu_ns = self.states.cpu_since_last(tid),
                 // A thread the runtime named by an id that is not one of the process's OS
                 // threads (e.g. a forked child whose runtime still has its parent's): when
-                // one thread runs, it is that one.
-                (None, Some(tid)) => {
+                // one thread runs and no other stack is that thread's, it is that one.
+                (None, Some(tid)) if !claimed => {
                     stack.thread_id = u64::from(tid);
                     stack.cpu_ns = self.states.cpu_since_last(tid);
                 }
+                // The one running thread has its own stack, so this is another thread, not
+                // listed yet (just born): giving it that thread's CPU time would count it twice.
+                // Its next sample, once listed, carries what it used.
+                (None, Some(_)) => {
+                    i -= 1;
+                    out.remove(i);
+                }
+                // Several threads run and this one's OS id is not known: one period.
                 (None, None) => {}
             }
+        }
+        if self.reader.unlisted_thread_seen() == Some(false) {
+            self.states.list_is_current();
         }
         result
     }

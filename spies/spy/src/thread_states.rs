@@ -18,13 +18,18 @@ pub fn only_running(activity: &ThreadActivity) -> Option<u32> {
 
 /// Tells which threads of a process are on CPU.
 ///
-/// A thread is on CPU when it has run since the previous read (its CPU time in `schedstat` grew)
-/// **and** is runnable now (`R` in `/proc/PID/task/TID/stat`, read only for threads that ran).
-/// The first test keeps out threads that were just woken but are still waiting for a CPU, which
-/// on a busy machine would otherwise show up in a CPU profile; the second, threads that ran and
-/// then blocked. The `/proc/PID/task` directory and each thread's files stay open and are
-/// re-read in place: one `fstat` of the directory (listed again only when its thread count
-/// changed), one `pread` per thread, and a second one per thread that ran.
+/// A thread counts as on CPU when it has run since the previous read: its CPU time in
+/// `schedstat` grew. Its sample then carries that CPU time, whether it is still running or has
+/// blocked since (two threads taking turns at a GIL each run half of the time and are as often
+/// waiting as running at a tick; counting only those runnable at the tick gave the profile half
+/// of the CPU the kernel counted). A thread woken but still waiting for a CPU has not run and
+/// does not count. A thread that ran less than a quarter of a period (one that woke for a moment,
+/// or that a blocking-mode pause woke) counts only if it is runnable now, as does a thread at
+/// its first read when there is nothing to compare with: its state in `/proc/PID/task/TID/stat`
+/// decides (`R`: on CPU). The `/proc/PID/task` directory and each
+/// thread's files stay open and are re-read in place: one `fstat` of the directory (listed again
+/// only when its thread count changed; skipped when the stack reader vouches for the list, see
+/// [`ThreadStates::list_is_current`]) and one `pread` per thread.
 pub struct ThreadStates {
     pid: u32,
     dir: Option<std::fs::File>,
@@ -40,6 +45,14 @@ pub struct ThreadStates {
     listed: Vec<u32>,
     listed_nlink: u64,
     stale: bool,
+    /// The stack reader saw only listed threads at the last sample: the next read trusts the
+    /// list without an `fstat` (see [`Self::list_is_current`]).
+    current: bool,
+    /// When the directory was last listed, and the time between that listing and the one
+    /// before it: a thread first seen in a listing was born within that time (`None`: the first
+    /// listing, whose threads may be of any age).
+    listed_at: Option<std::time::Instant>,
+    born_within_ns: Option<u64>,
 }
 
 struct ThreadFiles {
@@ -61,6 +74,9 @@ impl ThreadStates {
             listed: Vec::new(),
             listed_nlink: 0,
             stale: true,
+            current: false,
+            listed_at: None,
+            born_within_ns: None,
         }
     }
 
@@ -117,23 +133,28 @@ impl ThreadStates {
                 // A kernel without schedstat.
                 None => None,
             };
-            let ran = match (files.cpu_ns, cpu_ns) {
-                (Some(before), Some(now)) => {
-                    self.cpu_delta.insert(tid, now.saturating_sub(before));
-                    now > before
-                }
-                (None, Some(now)) => {
-                    if let Some(cap) = self.first_cap_ns {
-                        self.cpu_delta.insert(tid, now.min(cap));
-                    }
-                    true
-                }
-                _ => true,
-            };
+            let before = files.cpu_ns;
             files.cpu_ns = cpu_ns;
-            if !ran {
-                self.activity.insert(tid, false);
-                continue;
+            let used = match (before, cpu_ns, self.born_within_ns) {
+                (Some(before), Some(now), _) => Some(now.saturating_sub(before)),
+                // A thread born since the previous listing: all its CPU time is of this interval.
+                (None, Some(now), Some(born_within)) => Some(now.min(born_within)),
+                _ => None,
+            };
+            if let Some(used) = used {
+                self.cpu_delta.insert(tid, used);
+                // A sliver of CPU time is a thread that woke for a moment (or was woken by a
+                // pause of the process in blocking mode) and most likely sleeps again: it counts
+                // only if it is runnable now.
+                if used == 0 || used >= self.first_cap_ns.map_or(0, |period| period / 4) {
+                    self.activity.insert(tid, used > 0);
+                    continue;
+                }
+            }
+            // A thread of the first listing (or a kernel without schedstat): on CPU if runnable
+            // now, for at most one period.
+            if let (None, Some(now), Some(cap)) = (used, cpu_ns, self.first_cap_ns) {
+                self.cpu_delta.insert(tid, now.min(cap));
             }
             let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
                 self.threads.remove(&tid);
@@ -153,6 +174,16 @@ impl ThreadStates {
             ));
         }
         Ok(&self.activity)
+    }
+
+    /// Tells that the thread list is still current: the stack reader has just seen every thread
+    /// of the runtime and each was listed. The next [`read`](Self::read) then skips the `fstat`
+    /// of the task directory (one system call of about six per sample). A new thread shows up
+    /// in the runtime's own thread list, so the reader reports it and the check is made again;
+    /// so is it after a sample with no thread on CPU (nothing was read) and after a thread's
+    /// files failed to read (it exited).
+    pub fn list_is_current(&mut self) {
+        self.current = true;
     }
 
     /// The CPU time (ns) thread `tid` used between the last two [`read`](Self::read)s; `None`
@@ -176,6 +207,9 @@ impl ThreadStates {
         if self.dir.is_none() {
             self.dir = Some(std::fs::File::open(format!("/proc/{}/task", self.pid))?);
         }
+        if std::mem::take(&mut self.current) && !self.stale && !self.listed.is_empty() {
+            return Ok(false);
+        }
         let fd = self.dir.as_ref().expect("opened").as_raw_fd();
         let nlink = self.dir.as_ref().expect("opened").metadata()?.nlink();
         if !self.stale && nlink == self.listed_nlink && !self.listed.is_empty() {
@@ -186,6 +220,9 @@ impl ThreadStates {
             tids = self.list_directory(fd)?;
         }
         self.listed_nlink = nlink;
+        let now = std::time::Instant::now();
+        self.born_within_ns = self.listed_at.map(|t| (now - t).as_nanos() as u64);
+        self.listed_at = Some(now);
         // Still short: listed again at the next read.
         self.stale = (tids.len() as u64) < nlink.saturating_sub(2);
         self.listed = tids;
@@ -276,12 +313,15 @@ mod tests {
         });
         let tid = tid_rx.recv().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
+        // Born since the first listing: at its first read it counts as on CPU when it has run
+        // at all (it did, to send its id), with all of its CPU time.
         let act = read_until(&mut states, |a| a.contains_key(&tid));
-        assert_eq!(
-            act.get(&tid),
-            Some(&false),
-            "a new, blocked thread is picked up as idle: {act:?}"
-        );
+        if act.get(&tid) == Some(&true) {
+            assert!(states.cpu_since_last(tid).is_some_and(|ns| ns > 0));
+        }
+        // Blocked, it does not run again: idle from then on.
+        let act = read_until(&mut states, |a| a.get(&tid) == Some(&false));
+        assert_eq!(states.cpu_since_last(tid), Some(0), "{act:?}");
         go_tx.send(()).unwrap();
         t.join().unwrap();
         assert!(
