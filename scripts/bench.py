@@ -95,8 +95,15 @@ def run_profiler(cmd, env=None):
     # script's memory the child had between fork and exec.
     peak = [0]
 
+    def running():
+        # Without reaping it (Popen.poll would, racing the wait4 below).
+        try:
+            return os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
     def poll():
-        while p.poll() is None:
+        while running():
             try:
                 with open("/proc/%d/status" % p.pid) as f:
                     for line in f:
