@@ -94,7 +94,7 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
                 .ok()
                 .filter(|t| activity.contains_key(t))
         };
-        let claimed =
+        let mut claimed =
             only_running.is_some_and(|t| out[first..].iter().any(|s| listed(s) == Some(t)));
         let mut i = first;
         while i < out.len() {
@@ -111,6 +111,7 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
                 (None, Some(tid)) if !claimed => {
                     stack.thread_id = u64::from(tid);
                     stack.cpu_ns = self.states.cpu_since_last(tid);
+                    claimed = true;
                 }
                 // The one running thread has its own stack, so this is another thread, not
                 // listed yet (just born): giving it that thread's CPU time would count it twice.
