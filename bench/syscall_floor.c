@@ -89,6 +89,7 @@ int main(int argc, char **argv) {
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
     long samples = 0;
+    int ran = 0; /* whether a thread ran at the previous tick */
     for (;;) {
         struct timespec now, timeout = {0, 0};
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -98,7 +99,6 @@ int main(int argc, char **argv) {
         if (fds[0].revents || fds[1].revents) break;
         next.tv_nsec += period;
         while (next.tv_nsec >= 1000000000L) { next.tv_nsec -= 1000000000L; next.tv_sec++; }
-        static int ran = 0;
         if (!ran) {
             struct stat st;
             fstat(taskdir, &st);

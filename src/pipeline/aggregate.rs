@@ -86,7 +86,7 @@ impl Aggregator {
             total_spies: HashMap::new(),
             total: keep_total.then(FxHashMap::default),
             run_start: start,
-            period_ns: 1_000_000_000 / u64::from(sample_rate.max(1)),
+            period_ns: spy::period_ns(sample_rate),
             scratch: Vec::new(),
         }
     }

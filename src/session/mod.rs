@@ -73,7 +73,7 @@ impl Session {
         Ok(Session {
             mode,
             root,
-            period: Duration::from_nanos(1_000_000_000 / u64::from(settings.sample_rate)),
+            period: Duration::from_nanos(spy::period_ns(settings.sample_rate)),
             tracer,
             targets: Targets::new(&settings, root),
             sampler: Sampler::new(settings.blocking.clone()),

@@ -115,7 +115,7 @@ impl Runtime for DotNet {
                 return Err(AttachError::NotReady(format!("{e}")));
             }
         };
-        let period_ns = 1_000_000_000 / i64::from(options.sample_rate.max(1));
+        let period_ns = spy::period_ns(options.sample_rate) as i64;
         let reader = SessionReader::start(pid, socket, period_ns, options.wall_clock)?;
         Ok(Box::new(DotNetProcessSpy {
             pid,

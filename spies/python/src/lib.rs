@@ -115,7 +115,7 @@ fn python_spy(pid: u32, version: String, engine: Engine, options: &AttachOptions
         tids: spy::tids::TidMap::default(),
         unlisted: None,
     };
-    Box::new(OnCpuSpy::new(pid, reader).with_period(spy::on_cpu::period_ns(options)))
+    Box::new(OnCpuSpy::new(pid, reader).with_period(spy::period_ns(options.sample_rate)))
 }
 
 /// Which stack reader `PYROSCOPE_PYTHON_READER` asks for: `own` (the default) or `pyspy`.

@@ -120,7 +120,7 @@ impl Runtime for Ruby {
                     tids: spy::tids::TidMap::default(),
                 },
             )
-            .with_period(spy::on_cpu::period_ns(options)),
+            .with_period(spy::period_ns(options.sample_rate)),
         ))
     }
 }

@@ -170,6 +170,11 @@ pub struct AttachOptions {
     pub gil_only: bool,
 }
 
+/// The sampling period at `sample_rate` Hz, in nanoseconds.
+pub fn period_ns(sample_rate: u32) -> u64 {
+    1_000_000_000 / u64::from(sample_rate.max(1))
+}
+
 /// A runtime the agent knows how to profile: recognises its processes and attaches spies.
 ///
 /// Everything the agent needs to know about a runtime comes from here, so adding one is its

@@ -50,17 +50,11 @@ impl<R: StackReader> OnCpuSpy<R> {
         }
     }
 
-    /// Samples come every `period_ns`: a thread's first sample stands for at most that much
-    /// (its CPU time so far when less, e.g. a process just forked).
+    /// Samples come every `period_ns` (see [`ThreadStates::set_period`]).
     pub fn with_period(mut self, period_ns: u64) -> Self {
-        self.states.first_interval_at_most(period_ns);
+        self.states.set_period(period_ns);
         self
     }
-}
-
-/// The sampling period of `options`, in nanoseconds.
-pub fn period_ns(options: &crate::AttachOptions) -> u64 {
-    1_000_000_000 / u64::from(options.sample_rate.max(1))
 }
 
 impl<R: StackReader> Spy for OnCpuSpy<R> {
@@ -96,12 +90,12 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         };
         let mut claimed =
             only_running.is_some_and(|t| out[first..].iter().any(|s| listed(s) == Some(t)));
-        let mut i = first;
-        while i < out.len() {
-            let stack = &mut out[i];
-            i += 1;
-            if stack.cpu_ns.is_some() {
-                continue;
+        // Only this sample's stacks (`out[first..]`) are looked at.
+        let mut index = 0;
+        out.retain_mut(|stack| {
+            index += 1;
+            if index <= first || stack.cpu_ns.is_some() {
+                return true;
             }
             match (listed(stack), only_running) {
                 (Some(tid), _) => stack.cpu_ns = self.states.cpu_since_last(tid),
@@ -116,14 +110,12 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
                 // The one running thread has its own stack, so this is another thread, not
                 // listed yet (just born): giving it that thread's CPU time would count it twice.
                 // Its next sample, once listed, carries what it used.
-                (None, Some(_)) => {
-                    i -= 1;
-                    out.remove(i);
-                }
+                (None, Some(_)) => return false,
                 // Several threads run and this one's OS id is not known: one period.
                 (None, None) => {}
             }
-        }
+            true
+        });
         if self.reader.unlisted_thread_seen() == Some(false) {
             self.states.list_is_current();
         }

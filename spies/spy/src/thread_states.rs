@@ -38,8 +38,8 @@ pub struct ThreadStates {
     activity: ThreadActivity,
     /// CPU time each thread used between the two latest reads, where both were known.
     cpu_delta: HashMap<u32, u64>,
-    /// What a thread's first interval counts at most (see [`Self::first_interval_at_most`]).
-    first_cap_ns: Option<u64>,
+    /// The sampling period (see [`Self::set_period`]).
+    period_ns: Option<u64>,
     /// The thread list as last read from the directory, the directory's link count then (2 +
     /// the number of threads), and whether a thread of it is known to have exited since.
     listed: Vec<u32>,
@@ -70,7 +70,7 @@ impl ThreadStates {
             buf: vec![0; 1024],
             activity: HashMap::default(),
             cpu_delta: HashMap::default(),
-            first_cap_ns: None,
+            period_ns: None,
             listed: Vec::new(),
             listed_nlink: 0,
             stale: true,
@@ -80,11 +80,12 @@ impl ThreadStates {
         }
     }
 
-    /// At a thread's first read its CPU time since it started stands for its first interval,
-    /// up to `ns` (one sampling period): a thread that has just been forked or created gets
-    /// what it used, one that ran long before it was first seen gets one period.
-    pub fn first_interval_at_most(&mut self, ns: u64) {
-        self.first_cap_ns = Some(ns);
+    /// Samples come every `ns`. At the first read of a thread of the first listing its CPU
+    /// time since it started stands for its first interval, up to one period (a process just
+    /// forked gets what it used, one that ran long before it was first seen one period); and a
+    /// thread that ran less than a quarter of a period counts only if it is runnable.
+    pub fn set_period(&mut self, ns: u64) {
+        self.period_ns = Some(ns);
     }
 
     /// Current state of every thread; an error means the process is gone.
@@ -146,15 +147,15 @@ impl ThreadStates {
                 // A sliver of CPU time is a thread that woke for a moment (or was woken by a
                 // pause of the process in blocking mode) and most likely sleeps again: it counts
                 // only if it is runnable now.
-                if used == 0 || used >= self.first_cap_ns.map_or(0, |period| period / 4) {
+                if used == 0 || used >= self.period_ns.map_or(0, |period| period / 4) {
                     self.activity.insert(tid, used > 0);
                     continue;
                 }
             }
             // A thread of the first listing (or a kernel without schedstat): on CPU if runnable
             // now, for at most one period.
-            if let (None, Some(now), Some(cap)) = (used, cpu_ns, self.first_cap_ns) {
-                self.cpu_delta.insert(tid, now.min(cap));
+            if let (None, Some(now), Some(period)) = (used, cpu_ns, self.period_ns) {
+                self.cpu_delta.insert(tid, now.min(period));
             }
             let Ok(n) = files.stat.read_at(&mut self.buf, 0) else {
                 self.threads.remove(&tid);
