@@ -17,7 +17,25 @@ pub struct UploadSettings {
     pub tenant_id: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Windows the in-memory queue holds (`--upload-queue` / 10 s).
+    pub queue_windows: usize,
+    pub spool: Option<SpoolSettings>,
 }
+
+#[derive(Clone, Debug)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+/// Grafana Pyroscope's default label limits (`validation.max-label-names-per-series`,
+/// `max-label-name-length`, `max-label-value-length`): a series over any of them is rejected,
+/// so every window would be.
+pub const MAX_LABELS: usize = 30;
+pub const MAX_LABEL_NAME: usize = 1024;
+pub const MAX_LABEL_VALUE: usize = 2048;
+/// The highest sample rate; higher rates are lowered to it (with a warning).
+pub const MAX_SAMPLE_RATE: u32 = 10_000;
 
 #[derive(Clone)]
 pub enum Auth {
@@ -109,12 +127,35 @@ pub fn parse_tag(s: &str) -> Result<(String, String)> {
     if k == "service_name" {
         bail!("invalid tag key {k:?}: the service name is set with --application-name");
     }
+    if k.len() > MAX_LABEL_NAME {
+        bail!(
+            "invalid tag key {}...: {} characters, the server accepts at most {MAX_LABEL_NAME}",
+            k.chars().take(20).collect::<String>(),
+            k.len()
+        );
+    }
+    if v.len() > MAX_LABEL_VALUE {
+        bail!(
+            "invalid value of tag {k:?}: {} characters, the server accepts at most {MAX_LABEL_VALUE}",
+            v.len()
+        );
+    }
+    // These would change the meaning of the `/ingest` name, `app{k=v,k2=v2}`.
+    if let Some(c) = v.chars().find(|c| matches!(c, '{' | '}' | ',')) {
+        bail!("invalid value of tag {k:?}: character {c:?} is not allowed");
+    }
     Ok((k.to_string(), v.to_string()))
 }
 
 fn validate_app_name(name: &str) -> Result<()> {
     if name.is_empty() {
         bail!("invalid application name: it is empty");
+    }
+    if name.len() > MAX_LABEL_VALUE {
+        bail!(
+            "invalid application name: {} characters, the server accepts at most {MAX_LABEL_VALUE}",
+            name.len()
+        );
     }
     if let Some(c) = name
         .chars()
@@ -249,6 +290,14 @@ impl Settings {
             let (k, v) = parse_tag(t)?;
             tags.insert(k, v);
         }
+        let labels = tags.len() + crate::pipeline::push::FIXED_LABELS;
+        if labels > MAX_LABELS {
+            bail!(
+                "too many tags: {} tags make {labels} labels per series with __name__, service_name and pyroscope_spy, and Pyroscope accepts at most {MAX_LABELS} (give at most {})",
+                tags.len(),
+                MAX_LABELS - crate::pipeline::push::FIXED_LABELS
+            );
+        }
         // Validated by the commands before anything else; normalised here.
         let spy_name = args.spy_name.trim().to_ascii_lowercase();
 
@@ -266,6 +315,37 @@ impl Settings {
             None => None,
             Some(addr) => {
                 let (url, url_creds) = parse_server_url(addr)?;
+                let token = args.auth_token.as_deref().is_some_and(|t| !t.is_empty());
+                let basic = args
+                    .basic_auth_user
+                    .as_deref()
+                    .is_some_and(|u| !u.is_empty())
+                    || args
+                        .basic_auth_password
+                        .as_deref()
+                        .is_some_and(|p| !p.is_empty())
+                    || url_creds.is_some();
+                if token && basic {
+                    bail!("both --auth-token and basic auth (--basic-auth-user/--basic-auth-password or credentials in --server-address) are set: give one of them");
+                }
+                if args.upstream_request_timeout.is_zero() {
+                    bail!("invalid --upstream-request-timeout: it must be more than 0 (e.g. 10s)");
+                }
+                let interval = crate::pipeline::window::UPLOAD_INTERVAL;
+                let queue_windows = args.upload_queue.as_nanos().div_ceil(interval.as_nanos());
+                if queue_windows == 0 {
+                    bail!("invalid --upload-queue: it must be at least one window (10s)");
+                }
+                let spool = match &args.spool_dir {
+                    Some(dir) if !dir.as_os_str().is_empty() => {
+                        crate::pipeline::spool::check(dir)?;
+                        Some(SpoolSettings {
+                            dir: dir.clone(),
+                            max_bytes: args.spool_max_size,
+                        })
+                    }
+                    _ => None,
+                };
                 let auth = match (&args.auth_token, &args.basic_auth_user, url_creds) {
                     (Some(t), _, _) if !t.is_empty() => Auth::Bearer(t.clone()),
                     (_, Some(u), _) if !u.is_empty() => Auth::Basic {
@@ -281,12 +361,18 @@ impl Settings {
                     tenant_id: args.tenant_id.clone().filter(|t| !t.is_empty()),
                     headers,
                     timeout: args.upstream_request_timeout,
+                    queue_windows: queue_windows.min(1 << 20) as usize,
+                    spool,
                 })
             }
         };
+        if upload.is_none() && args.spool_dir.is_some() {
+            log::warn!("--spool-dir is ignored without --server-address");
+        }
         let mut outputs = Vec::new();
         if let Some(path) = &args.output {
             outputs.push((path.clone(), OutputFormat::from_path(path)?));
+            crate::pipeline::output::check_writable(path)?;
         }
         if upload.is_none() && outputs.is_empty() {
             let stamp = crate::pipeline::output::file_timestamp();
@@ -303,10 +389,13 @@ impl Settings {
         Ok(Settings {
             app_name,
             tags,
-            sample_rate: if args.sample_rate == 0 {
-                100
-            } else {
-                args.sample_rate.min(10_000)
+            sample_rate: match args.sample_rate {
+                0 => 100,
+                r if r > MAX_SAMPLE_RATE => {
+                    log::warn!("--sample-rate {r} is more than the highest rate: sampling at {MAX_SAMPLE_RATE} Hz");
+                    MAX_SAMPLE_RATE
+                }
+                r => r,
             },
             spy_name,
             detect_subprocesses: args.detect_subprocesses,
@@ -339,6 +428,11 @@ mod tests {
         assert!(parse_tag("a=b=c").is_err());
         assert!(parse_tag("a b=c").is_err());
         assert!(parse_tag("__name__=x").is_err());
+        assert!(parse_tag("k=a}b").is_err(), "breaks the /ingest name");
+        assert!(parse_tag("k=a,b").is_err());
+        assert!(parse_tag(&format!("k={}", "v".repeat(2049))).is_err());
+        assert!(parse_tag(&format!("k={}", "v".repeat(2048))).is_ok());
+        assert!(parse_tag(&format!("{}=v", "k".repeat(1025))).is_err());
         assert_eq!(parse_tag("k.x=v").unwrap(), ("k.x".into(), "v".into()));
     }
 

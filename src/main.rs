@@ -5,7 +5,12 @@ fn main() {
     let cli = match cli::parse(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => {
-            // --help / --version exit 0; usage errors exit with clap's code (2).
+            // --help / --version print and exit 0; a usage error is an error of pyroscope
+            // before the program starts, which exits 1 like every other (README).
+            if e.use_stderr() {
+                let _ = e.print();
+                std::process::exit(pyroscope::errors::EXIT_AGENT_ERROR);
+            }
             e.exit();
         }
     };

@@ -4,36 +4,8 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
-
-/// examples/dotnet/Burn.cs compiled once per test run: the directory holding burn.dll.
-fn burn_dll() -> &'static PathBuf {
-    static DLL: OnceLock<PathBuf> = OnceLock::new();
-    DLL.get_or_init(|| {
-        let dir = tempdir("dotnet-burn");
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/dotnet");
-        let out = Command::new("mcs")
-            .args(["-optimize+", "-target:exe"])
-            .arg(format!("-out:{}", dir.join("burn.dll").display()))
-            .arg(src.join("Burn.cs"))
-            .output()
-            .expect("mcs (Debian's mono-mcs; scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "mcs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::copy(
-            src.join("burn.runtimeconfig.json"),
-            dir.join("burn.runtimeconfig.json"),
-        )
-        .unwrap();
-        dir.join("burn.dll")
-    })
-}
 
 fn start_burn(seconds: &str, env: &[(&str, &str)]) -> Child {
     let mut c = Command::new(dotnet());

@@ -19,11 +19,43 @@ fn no_such_pid() {
     assert!(error_line(&r).contains("invalid --pid"));
 }
 
+/// A usage error exits 1, as the README says of every error before the program starts (clap's
+/// own code is 2).
 #[test]
 fn missing_pid_is_a_usage_error() {
     let r = quick(&["connect"]);
-    assert_eq!(r.code, Some(2));
+    assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("--pid"));
+    let r = quick(&["exec", "--sample-rate", "fast", "true"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("--sample-rate"));
+    // --help and --version are not errors.
+    assert_eq!(quick(&["--help"]).code, Some(0));
+    assert_eq!(quick(&["--version"]).code, Some(0));
+}
+
+/// A rate over the highest is lowered, and said once.
+#[test]
+fn a_too_high_sample_rate_is_lowered_and_said_once() {
+    let dir = tempdir("highrate");
+    let out = dir.join("p.txt");
+    let r = quick(&[
+        "exec",
+        "--sample-rate",
+        "50000",
+        "--output",
+        path_str(&out),
+        "true",
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stderr
+            .matches("--sample-rate 50000 is more than the highest rate: sampling at 10000 Hz")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
 }
 
 /// `connect` to a process that runs none of the runtimes: one error naming them all; and with
@@ -74,6 +106,11 @@ fn bad_configuration_never_starts_the_child() {
     let dir = tempdir("badcfg");
     let marker = dir.join("started");
     let touch = format!("touch {}", marker.display());
+    let long_value = format!("k={}", "v".repeat(2049));
+    let long_key = format!("{}=v", "k".repeat(1025));
+    let many_tags: Vec<String> = (0..28)
+        .flat_map(|i| ["--tag".to_string(), format!("t{i}=v")])
+        .collect();
     for (args, expect) in [
         (
             vec!["--server-address", "pyroscope:4040"],
@@ -96,12 +133,87 @@ fn bad_configuration_never_starts_the_child() {
             "invalid duration",
         ),
         (vec!["--user-name", "no-such-user-xyz"], "unknown user"),
-    ] {
+        // The server's limits, checked at start rather than by every window's rejection.
+        (
+            vec![
+                "--server-address",
+                "http://127.0.0.1:9",
+                "--upstream-request-timeout",
+                "0s",
+            ],
+            "--upstream-request-timeout: it must be more than 0",
+        ),
+        (
+            vec![
+                "--server-address",
+                "http://127.0.0.1:9",
+                "--upload-queue",
+                "0s",
+            ],
+            "--upload-queue: it must be at least one window",
+        ),
+        (
+            vec!["--application-name", "short{k=a}b}"],
+            "character '}' is not allowed",
+        ),
+        (vec!["--tag", "k=a}b"], "character '}' is not allowed"),
+        (
+            vec!["--tag", &long_value],
+            "the server accepts at most 2048",
+        ),
+        (vec!["--tag", &long_key], "the server accepts at most 1024"),
+        (
+            vec![
+                "--server-address",
+                "http://127.0.0.1:9",
+                "--auth-token",
+                "t0ken",
+                "--basic-auth-user",
+                "u",
+                "--basic-auth-password",
+                "pw",
+            ],
+            "give one of them",
+        ),
+        (
+            vec![
+                "--server-address",
+                "http://u:pw@127.0.0.1:9",
+                "--auth-token",
+                "t0ken",
+            ],
+            "give one of them",
+        ),
+        (
+            vec!["--output", "/no/such/dir/profile.svg"],
+            "cannot write --output /no/such/dir/profile.svg",
+        ),
+        (
+            vec!["--output", "/proc/profile.txt"],
+            "cannot write --output",
+        ),
+        (
+            vec![
+                "--server-address",
+                "http://127.0.0.1:9",
+                "--spool-dir",
+                "/proc/spool",
+            ],
+            "cannot use --spool-dir /proc/spool",
+        ),
+        (vec!["--spool-max-size", "lots"], "invalid size"),
+        (vec!["--sample-rate", "-5"], "--sample-rate"),
+    ]
+    .into_iter()
+    .chain(std::iter::once((
+        many_tags.iter().map(String::as_str).collect(),
+        "too many tags: 28 tags make 31 labels",
+    ))) {
         let mut full = vec!["exec"];
         full.extend(args.iter().copied());
         full.extend(["sh", "-c", touch.as_str()]);
         let r = quick(&full);
-        assert_ne!(r.code, Some(0), "{args:?}");
+        assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains(expect), "{args:?}: {}", r.stderr);
         assert!(!r.stderr.contains("panicked"));
         assert!(!marker.exists(), "{args:?} started the child");

@@ -47,6 +47,33 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(total))
 }
 
+/// A size in bytes: a number with an optional unit, `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`, the
+/// same), `KB`/`MB`/`GB` (powers of 1000), `B`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("invalid size {s:?} (examples: 256MiB, 2GiB, 500MB)");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        _ => return Err(bad()),
+    };
+    let bytes = n * scale;
+    if !(1.0..=1e15).contains(&bytes) {
+        return Err(format!("invalid size {s:?}: give at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
 /// Rewrites argv so clap can parse it: single-dash long flags become double-dash, and under
 /// `exec` a `--` is put in front of the program so its arguments are never taken for ours.
 pub fn normalize_args(args: Vec<OsString>) -> Result<Vec<OsString>, clap::Error> {

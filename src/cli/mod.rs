@@ -8,7 +8,7 @@
 
 mod argv;
 
-pub use argv::{normalize_args, parse_duration};
+pub use argv::{normalize_args, parse_duration, parse_size};
 
 use crate::runtimes;
 use clap::builder::BoolishValueParser;
@@ -148,6 +148,24 @@ pub struct CommonArgs {
     #[arg(long, env = "PYROSCOPE_UPSTREAM_REQUEST_TIMEOUT", default_value = "10s",
           value_parser = parse_duration, value_name = "DURATION")]
     pub upstream_request_timeout: std::time::Duration,
+
+    /// How much data waits in memory while the server is unreachable (e.g. 10m, 1h): 10 s
+    /// windows, oldest dropped first (each drop is reported). See --spool-dir to keep more.
+    #[arg(long, env = "PYROSCOPE_UPLOAD_QUEUE", default_value = "10m",
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub upload_queue: std::time::Duration,
+
+    /// Keep windows the server has not taken yet in this directory (created if missing), so a
+    /// long outage or a restart loses nothing: they are sent, in order, when the server is
+    /// back, also by the next run with the same directory (a restarted pod with a volume).
+    #[arg(long, env = "PYROSCOPE_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Bound of --spool-dir (e.g. 500MiB, 2GiB); past it the oldest windows are deleted, with
+    /// a warning.
+    #[arg(long, env = "PYROSCOPE_SPOOL_MAX_SIZE", default_value = "256MiB",
+          value_parser = parse_size, value_name = "SIZE")]
+    pub spool_max_size: u64,
 
     /// Accepted for compatibility with the Go CLI; uploads use one connection.
     #[arg(

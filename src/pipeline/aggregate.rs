@@ -37,6 +37,35 @@ impl Profile {
         self.stacks.iter().map(|(_, w)| w.cpu_ns).sum()
     }
 
+    /// The profile of some of its stacks (same window), carrying only the frames they use.
+    pub fn subset(&self, stacks: &[(Vec<u32>, Weight)]) -> Profile {
+        let mut remap: HashMap<u32, u32> = HashMap::new();
+        let mut frames = Vec::new();
+        let stacks = stacks
+            .iter()
+            .map(|(stack, w)| {
+                let s = stack
+                    .iter()
+                    .map(|&id| {
+                        *remap.entry(id).or_insert_with(|| {
+                            frames.push(self.frames[id as usize].clone());
+                            (frames.len() - 1) as u32
+                        })
+                    })
+                    .collect();
+                (s, *w)
+            })
+            .collect();
+        Profile {
+            frames,
+            stacks,
+            start: self.start,
+            end: self.end,
+            period_ns: self.period_ns,
+            spy_name: self.spy_name,
+        }
+    }
+
     /// A stack as `;`-joined text, root first, with `name` rendering each frame.
     pub fn stack_text(&self, stack: &[u32], name: impl Fn(&Frame) -> String) -> String {
         stack
@@ -63,7 +92,16 @@ pub fn frame_label(f: &Frame) -> String {
 // stack. The names come from the user's own program; hash flooding is not a concern here.
 type Counts = FxHashMap<Vec<u32>, Weight>;
 
-/// Collects samples. Frames are interned once for the whole run; stacks per window.
+/// The whole-run profile (kept for `--output`) is bounded: past this many distinct stacks, or
+/// [`MAX_TOTAL_FRAMES`] distinct frames, its rarest stacks are folded into their callers.
+const MAX_TOTAL_STACKS: usize = 20_000;
+const MAX_TOTAL_FRAMES: usize = 50_000;
+/// The leaf that stands for folded stacks: their time stays, under their caller.
+const FOLDED: &str = "[rare stacks folded]";
+
+/// Collects samples. Frames are interned for as long as something holds them: the open window
+/// only, or (with `--output`) also the whole-run profile, which is bounded (see
+/// [`MAX_TOTAL_STACKS`]). So memory follows what one window holds, not how long the run is.
 pub struct Aggregator {
     frame_ids: FxHashMap<Frame, u32>,
     frames: Vec<Frame>,
@@ -74,6 +112,9 @@ pub struct Aggregator {
     run_start: SystemTime,
     period_ns: u64,
     scratch: Vec<u32>,
+    /// How often the whole-run profile was folded, and how many stacks went into callers.
+    pub folds: u64,
+    pub folded_stacks: u64,
 }
 
 impl Aggregator {
@@ -88,6 +129,8 @@ impl Aggregator {
             run_start: start,
             period_ns: spy::period_ns(sample_rate),
             scratch: Vec::new(),
+            folds: 0,
+            folded_stacks: 0,
         }
     }
 
@@ -112,6 +155,9 @@ impl Aggregator {
         bump(&mut self.window, &self.scratch, cpu_ns);
         if let Some(total) = &mut self.total {
             bump(total, &self.scratch, cpu_ns);
+            if total.len() > MAX_TOTAL_STACKS || self.frames.len() > MAX_TOTAL_FRAMES {
+                self.bound_total();
+            }
         }
     }
 
@@ -124,7 +170,92 @@ impl Aggregator {
         if counts.is_empty() {
             return None;
         }
-        Some(self.build(counts.into_iter(), start, end, main_spy(&spies)))
+        let profile = self.build(counts.into_iter(), start, end, main_spy(&spies));
+        if self.total.is_none() {
+            // Nothing else holds these frames: the next window interns its own. The table
+            // keeps room for about what this window needed, not for the largest one ever.
+            let used = profile.frames.len();
+            self.frames.clear();
+            self.frames.shrink_to(used);
+            self.frame_ids.clear();
+            self.frame_ids.shrink_to(used);
+        }
+        Some(profile)
+    }
+
+    /// Frames interned now (what memory grows with).
+    pub fn interned_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Folds the rarest fifth of the whole-run stacks into their callers (under a
+    /// [`FOLDED`] leaf), as often as needed to get back under 80% of both bounds, then drops
+    /// the frames nothing uses any more.
+    fn bound_total(&mut self) {
+        let Some(mut total) = self.total.take() else {
+            return;
+        };
+        let before = total.len();
+        if self.folds == 0 {
+            log::warn!(
+                "the whole-run profile for --output reached {} distinct stacks and {} frames: from now on its rarest stacks are folded into their callers (their CPU time is kept, under a {FOLDED:?} frame) so memory stays bounded",
+                total.len(),
+                self.frames.len()
+            );
+        }
+        self.folds += 1;
+        let folded_frame = Frame {
+            function: FOLDED.into(),
+            file: "".into(),
+            line: 0,
+        };
+        for _ in 0..64 {
+            // Ids change with every compaction: look the leaf up each time.
+            let folded_id = self.intern(&folded_frame);
+            let mut entries: Vec<(Vec<u32>, Weight)> = total.drain().collect();
+            entries.sort_by_key(|(_, w)| (w.cpu_ns, w.samples));
+            let rare = (entries.len() / 5).max(1);
+            for (i, (mut stack, w)) in entries.into_iter().enumerate() {
+                if i < rare {
+                    if stack.last() == Some(&folded_id) {
+                        stack.pop();
+                    }
+                    stack.pop();
+                    stack.push(folded_id);
+                    self.folded_stacks += 1;
+                }
+                let e = total.entry(stack).or_default();
+                e.samples += w.samples;
+                e.cpu_ns += w.cpu_ns;
+            }
+            let used = compact(
+                &mut self.frames,
+                &mut self.frame_ids,
+                &mut total,
+                &mut self.window,
+            );
+            if total.len() <= MAX_TOTAL_STACKS * 4 / 5 && used <= MAX_TOTAL_FRAMES * 4 / 5 {
+                break;
+            }
+        }
+        log::debug!(
+            "whole-run profile folded from {before} to {} stacks, {} frames",
+            total.len(),
+            self.frames.len()
+        );
+        self.total = Some(total);
+    }
+
+    fn intern(&mut self, frame: &Frame) -> u32 {
+        match self.frame_ids.get(frame) {
+            Some(&id) => id,
+            None => {
+                let id = self.frames.len() as u32;
+                self.frames.push(frame.clone());
+                self.frame_ids.insert(frame.clone(), id);
+                id
+            }
+        }
     }
 
     /// The whole run so far (when totals are kept).
@@ -183,6 +314,39 @@ fn main_spy(counts: &HashMap<&'static str, u64>) -> &'static str {
         .unwrap_or("")
 }
 
+/// Keeps only the frames `a` and `b` use, renumbered; returns how many.
+fn compact(
+    frames: &mut Vec<Frame>,
+    ids: &mut FxHashMap<Frame, u32>,
+    a: &mut Counts,
+    b: &mut Counts,
+) -> usize {
+    let mut remap: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut kept: Vec<Frame> = Vec::new();
+    for counts in [a, b] {
+        let old = std::mem::take(counts);
+        for (stack, w) in old {
+            let stack: Vec<u32> = stack
+                .iter()
+                .map(|&id| {
+                    *remap.entry(id).or_insert_with(|| {
+                        kept.push(frames[id as usize].clone());
+                        (kept.len() - 1) as u32
+                    })
+                })
+                .collect();
+            counts.insert(stack, w);
+        }
+    }
+    *frames = kept;
+    ids.clear();
+    ids.shrink_to(frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        ids.insert(f.clone(), i as u32);
+    }
+    frames.len()
+}
+
 fn bump(counts: &mut Counts, stack: &[u32], cpu_ns: u64) {
     let one = Weight { samples: 1, cpu_ns };
     match counts.get_mut(stack) {
@@ -206,6 +370,52 @@ mod tests {
             function: name.into(),
             file: "x.py".into(),
             line: 1,
+        }
+    }
+
+    /// A run that keeps making new functions: the window's frames are dropped when it is
+    /// taken; the whole-run profile stays under its bounds, keeps every nanosecond, and the
+    /// open window is untouched by the folding.
+    #[test]
+    fn memory_is_bounded_and_folding_keeps_the_time() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for keep_total in [false, true] {
+            let mut a = Aggregator::new(100, t0, keep_total);
+            let mut cpu = 0;
+            for w in 0..12u64 {
+                for i in 0..5_000u64 {
+                    let n = w * 5_000 + i;
+                    a.add(
+                        Stack {
+                            thread_id: 1,
+                            frames: vec![
+                                f("main"),
+                                f(&format!("gen{n}_0")),
+                                f(&format!("gen{n}_1")),
+                            ],
+                            cpu_ns: Some(1 + n % 7),
+                        },
+                        "pyspy",
+                    );
+                    cpu += 1 + n % 7;
+                    assert!(a.interned_frames() <= MAX_TOTAL_FRAMES + 3);
+                }
+                let window = a.take_window(t0, t0).unwrap();
+                assert_eq!(window.stacks.len(), 5_000, "the window is whole");
+                if !keep_total {
+                    assert_eq!(a.interned_frames(), 0);
+                }
+            }
+            if keep_total {
+                let total = a.total(t0).unwrap();
+                assert!(total.stacks.len() <= MAX_TOTAL_STACKS);
+                assert_eq!(total.total_cpu_ns(), cpu, "folding keeps every nanosecond");
+                assert_eq!(total.total_samples(), 60_000);
+                assert!(a.folds > 0);
+                assert!(total.frames.iter().any(|f| &*f.function == FOLDED));
+                // The newest functions are still there as they were.
+                assert!(total.frames.iter().any(|f| &*f.function == "gen59999_1"));
+            }
         }
     }
 

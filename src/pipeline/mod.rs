@@ -1,7 +1,8 @@
 //! From a stack to an upload: stacks are aggregated ([`aggregate`]) into windows cut on
 //! wall-clock boundaries ([`window`]), each window is encoded as pprof ([`pprof`]) and handed
 //! to the uploader thread ([`upload`]), which sends it over the push API or `/ingest`
-//! ([`push`]); at exit the whole run can be written to local files ([`output`]).
+//! ([`push`]), keeping them on disk meanwhile with `--spool-dir` ([`spool`]); at exit the whole
+//! run can be written to local files ([`output`]).
 //!
 //! [`Pipeline`] is what the session sees of all this.
 
@@ -9,6 +10,7 @@ pub mod aggregate;
 pub mod output;
 pub mod pprof;
 pub mod push;
+pub mod spool;
 pub mod upload;
 pub mod window;
 
@@ -22,13 +24,12 @@ use upload::{UploadStats, Uploader};
 use window::Windows;
 
 /// The longest the final flush may take at exit, whatever the request timeout.
-const FINAL_UPLOAD_BUDGET: Duration = Duration::from_secs(10);
+pub const FINAL_UPLOAD_BUDGET: Duration = Duration::from_secs(10);
 
 pub struct Pipeline {
     aggregator: Aggregator,
     windows: Windows,
     uploader: Option<Uploader>,
-    request_timeout: Duration,
     outputs: Vec<(PathBuf, OutputFormat)>,
     app_name: String,
 }
@@ -51,10 +52,6 @@ impl Pipeline {
             aggregator: Aggregator::new(settings.sample_rate, now, !settings.outputs.is_empty()),
             windows: Windows::new(now),
             uploader,
-            request_timeout: settings
-                .upload
-                .as_ref()
-                .map_or(FINAL_UPLOAD_BUDGET, |u| u.timeout),
             outputs: settings.outputs.clone(),
             app_name: settings.app_name.clone(),
         })
@@ -92,11 +89,22 @@ impl Pipeline {
         self.ship(start, end);
     }
 
-    /// Gives the queued uploads a bounded time (the request timeout, at most 10 s), then stops
-    /// the uploader. `None` without a server.
-    pub fn finish_uploads(&mut self) -> Option<UploadStats> {
-        let deadline = Instant::now() + self.request_timeout.min(FINAL_UPLOAD_BUDGET);
-        self.uploader.take().map(|u| u.finish(deadline))
+    /// Gives the queued uploads a bounded time ([`FINAL_UPLOAD_BUDGET`], whatever the request
+    /// timeout), then stops the uploader; `interrupted` (asked with how long it may wait) ends
+    /// it at once. `None` without a server.
+    pub fn finish_uploads(
+        &mut self,
+        interrupted: &mut dyn FnMut(Duration) -> bool,
+    ) -> Option<UploadStats> {
+        let deadline = Instant::now() + FINAL_UPLOAD_BUDGET;
+        self.uploader
+            .take()
+            .map(|u| u.finish(deadline, interrupted))
+    }
+
+    /// Frames the aggregator holds now (memory follows this).
+    pub fn interned_frames(&self) -> usize {
+        self.aggregator.interned_frames()
     }
 
     /// Writes the whole run, up to `end`, to the local outputs.
@@ -105,6 +113,13 @@ impl Pipeline {
             return;
         };
         let title = format!("{} ({} samples)", self.app_name, total.total_samples());
+        if self.aggregator.folds > 0 {
+            log::info!(
+                "the whole-run profile was bounded: {} rare stacks were folded into their callers ({} times)",
+                self.aggregator.folded_stacks,
+                self.aggregator.folds
+            );
+        }
         for (path, format) in &self.outputs {
             match output::write_file(path, *format, &total, &title) {
                 Ok(()) => {

@@ -58,6 +58,26 @@ impl OutputFormat {
     }
 }
 
+/// Checks at start that `path` can be written (an existing file is left as it is; a new one is
+/// created and removed again), so a bad `--output` is an error before the program runs, not
+/// after it.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let shown = path.display();
+    if path.is_dir() {
+        bail!("cannot write --output {shown}: it is a directory");
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write --output {shown}: {e}"))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// `YYYYMMDD-HHMMSS` (UTC), for default file names.
 pub fn file_timestamp() -> String {
     let secs = std::time::SystemTime::now()

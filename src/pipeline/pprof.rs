@@ -227,17 +227,50 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
     }
 }
 
+/// Grafana Pyroscope's default limits on one profile: distinct samples
+/// (`validation.max-profile-stacktrace-samples`) and uncompressed bytes
+/// (`validation.max-profile-size-bytes`). A profile over either is rejected whole.
+pub const MAX_SAMPLES: usize = 16_000;
+pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// pprof bytes, gzip-compressed (what `go tool pprof` and the server both accept).
 pub fn to_pprof_gz(p: &Profile) -> Vec<u8> {
-    use flate2::write::GzEncoder;
     use prost::Message;
+    gzip(&to_pprof(p).encode_to_vec())
+}
+
+/// The profile as gzip pprof parts that each fit the server's limits ([`MAX_SAMPLES`],
+/// [`MAX_BYTES`]): one part when it fits, else its stacks split (in order, so neighbours that
+/// share frames stay together) into parts over the same time range, which add up to the whole.
+pub fn to_pprof_parts_gz(p: &Profile) -> Vec<Vec<u8>> {
+    use prost::Message;
+    let whole = to_pprof(p);
+    let size = whole.encoded_len();
+    let n = whole.sample.len();
+    if (n <= MAX_SAMPLES && size <= MAX_BYTES) || p.stacks.len() < 2 {
+        return vec![gzip(&whole.encode_to_vec())];
+    }
+    drop(whole);
+    // Aim under the limits (a part repeats some frames and strings), and check each part.
+    let parts = n
+        .div_ceil(MAX_SAMPLES * 9 / 10)
+        .max(size.div_ceil(MAX_BYTES * 8 / 10))
+        .max(2);
+    let per = p.stacks.len().div_ceil(parts);
+    p.stacks
+        .chunks(per)
+        .flat_map(|chunk| to_pprof_parts_gz(&p.subset(chunk)))
+        .collect()
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    use flate2::write::GzEncoder;
     use std::io::Write;
-    let raw = to_pprof(p).encode_to_vec();
     let mut gz = GzEncoder::new(
         Vec::with_capacity(raw.len() / 3 + 64),
         flate2::Compression::default(),
     );
-    gz.write_all(&raw).expect("writing to memory");
+    gz.write_all(raw).expect("writing to memory");
     gz.finish().expect("writing to memory")
 }
 
@@ -247,6 +280,72 @@ mod tests {
     use prost::Message;
     use spy::Frame;
     use std::time::{Duration, UNIX_EPOCH};
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_window_over_the_server_limits_is_split_into_parts_that_add_up() {
+        // 40,000 distinct stacks (16 levels of two choices, plus a counter frame): over the
+        // 16,000 samples a profile may carry.
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut frames = vec![];
+        for i in 0..40_000u32 {
+            frames.push(Frame {
+                function: format!("leaf_{i}").into(),
+                file: "gen.py".into(),
+                line: i,
+            });
+        }
+        frames.push(Frame {
+            function: "main".into(),
+            file: "gen.py".into(),
+            line: 1,
+        });
+        let stacks: Vec<_> = (0..40_000u32)
+            .map(|i| {
+                (
+                    vec![40_000, i],
+                    crate::pipeline::aggregate::Weight {
+                        samples: 1,
+                        cpu_ns: 1_000 + u64::from(i),
+                    },
+                )
+            })
+            .collect();
+        let p = Profile {
+            frames,
+            stacks,
+            start,
+            end: start + Duration::from_secs(10),
+            period_ns: 10_000_000,
+            spy_name: "pyspy",
+        };
+        let parts = to_pprof_parts_gz(&p);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        let mut total = 0i64;
+        let mut samples = 0;
+        for part in &parts {
+            let raw = gunzip(part);
+            assert!(raw.len() <= MAX_BYTES);
+            let d = PprofProfile::decode(&raw[..]).unwrap();
+            assert!(d.sample.len() <= MAX_SAMPLES, "{}", d.sample.len());
+            assert_eq!(d.time_nanos, 1_700_000_000_000_000_000);
+            assert_eq!(d.duration_nanos, 10_000_000_000);
+            samples += d.sample.len();
+            total += d.sample.iter().map(|s| s.value[0]).sum::<i64>();
+        }
+        assert_eq!(samples, 40_000);
+        assert_eq!(total as u64, p.total_cpu_ns());
+        // A profile within the limits is one part.
+        assert_eq!(to_pprof_parts_gz(&p.subset(&p.stacks[..100])).len(), 1);
+    }
 
     #[test]
     fn encodes_cpu_profile() {

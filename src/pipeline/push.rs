@@ -2,7 +2,6 @@
 //! field numbers from `api/push/v1/push.proto`) and the `/ingest` query of older servers. The
 //! delivery (queue, retries, auth) is [`super::upload`]'s.
 
-use super::aggregate::Profile;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -50,10 +49,14 @@ pub struct LabelPair {
     pub value: String,
 }
 
+/// Labels every series carries besides the tags: `__name__`, `service_name`, `pyroscope_spy`.
+pub const FIXED_LABELS: usize = 3;
+
 /// The body of a push: one series labelled `__name__=process_cpu`, `service_name`,
-/// `pyroscope_spy` and the tags (sorted by name), holding one sample, the gzip pprof, with a
-/// fresh UUID.
-pub fn push_body(labels: &Labels, spy_name: &str, pprof_gz: Vec<u8>) -> Vec<u8> {
+/// `pyroscope_spy` and the tags (sorted by name), holding one sample, the gzip pprof, with the
+/// window's `id` (the same for every attempt, so a server that stored a timed-out request can
+/// tell a retry from a new profile).
+pub fn push_body(labels: &Labels, spy_name: &str, pprof_gz: &[u8], id: &str) -> Vec<u8> {
     let mut pairs: Vec<LabelPair> = vec![
         LabelPair {
             name: "__name__".into(),
@@ -77,8 +80,8 @@ pub fn push_body(labels: &Labels, spy_name: &str, pprof_gz: Vec<u8>) -> Vec<u8> 
         series: vec![RawProfileSeries {
             labels: pairs,
             samples: vec![RawSample {
-                raw_profile: pprof_gz,
-                id: uuid::Uuid::new_v4().to_string(),
+                raw_profile: pprof_gz.to_vec(),
+                id: id.to_string(),
             }],
         }],
     }
@@ -87,10 +90,15 @@ pub fn push_body(labels: &Labels, spy_name: &str, pprof_gz: Vec<u8>) -> Vec<u8> 
 
 /// The query of an `/ingest` upload: `name=app{tags}`, the window in whole seconds (`until`
 /// rounded up, and after `from`), `format=pprof`, the sample rate and the spy.
-pub fn ingest_query(labels: &Labels, p: &Profile) -> Vec<(&'static str, String)> {
+pub fn ingest_query(
+    labels: &Labels,
+    start: SystemTime,
+    end: SystemTime,
+    spy_name: &str,
+) -> Vec<(&'static str, String)> {
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let from = secs(p.start).as_secs();
-    let end = secs(p.end);
+    let from = secs(start).as_secs();
+    let end = secs(end);
     let until = end.as_secs() + u64::from(end.subsec_nanos() > 0);
     let tags: Vec<String> = labels
         .tags
@@ -103,7 +111,7 @@ pub fn ingest_query(labels: &Labels, p: &Profile) -> Vec<(&'static str, String)>
         ("until", until.max(from + 1).to_string()),
         ("format", "pprof".into()),
         ("sampleRate", labels.sample_rate.to_string()),
-        ("spyName", p.spy_name.to_string()),
+        ("spyName", spy_name.to_string()),
     ]
 }
 
@@ -122,7 +130,8 @@ mod tests {
 
     #[test]
     fn push_body_decodes() {
-        let body = push_body(&labels(), "pyspy", vec![1, 2, 3]);
+        let id = "0b7c2ad4-7d6f-4a43-9d0e-4ad2a1f6c2d1";
+        let body = push_body(&labels(), "pyspy", &[1, 2, 3], id);
         let req = PushRequest::decode(&body[..]).unwrap();
         let series = &req.series[0];
         let names: Vec<(&str, &str)> = series
@@ -140,21 +149,14 @@ mod tests {
             ]
         );
         assert_eq!(series.samples[0].raw_profile, [1, 2, 3]);
-        assert_eq!(series.samples[0].id.len(), 36);
+        assert_eq!(series.samples[0].id, id);
     }
 
     #[test]
     fn ingest_query_rounds_the_window_out() {
         let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let p = Profile {
-            frames: vec![],
-            stacks: vec![],
-            start,
-            end: start + Duration::from_millis(2_500),
-            period_ns: 10_000_000,
-            spy_name: "rbspy",
-        };
-        let q = ingest_query(&labels(), &p);
+        let end = start + Duration::from_millis(2_500);
+        let q = ingest_query(&labels(), start, end, "rbspy");
         let get = |k: &str| q.iter().find(|(n, _)| *n == k).unwrap().1.clone();
         assert_eq!(get("name"), "shop.api{env=prod}");
         assert_eq!(get("from"), "1700000000");

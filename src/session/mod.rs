@@ -164,7 +164,7 @@ impl Session {
                 self.ending = Some(Ending::TargetExited);
             }
         };
-        self.finish();
+        self.finish(signals);
         ending
     }
 
@@ -219,17 +219,38 @@ impl Session {
         }
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, signals: &mut Signals) {
         let end = SystemTime::now();
         self.pipeline.close(end);
         report::summary(&self.sampler.stats, self.sampler.blocking());
         if !self.targets.ever_attached && !self.targets.attach_failed {
             report::nothing_found(&self.targets.runtime_names());
         }
-        if let Some(stats) = self.pipeline.finish_uploads() {
+        let mut interrupted = second_signal(signals);
+        if let Some(stats) = self.pipeline.finish_uploads(&mut interrupted) {
             report::uploads(&stats);
         }
         self.pipeline.write_outputs(end);
+    }
+}
+
+/// While the final uploads run: waits up to the given time for SIGINT or SIGTERM, which end
+/// them at once (other signals are passed on as usual, or ignored when the program is gone).
+fn second_signal(signals: &mut Signals) -> impl FnMut(Duration) -> bool + '_ {
+    move |wait| {
+        let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        let ts = nix::sys::time::TimeSpec::from_duration(wait);
+        if nix::poll::ppoll(&mut fds, Some(ts), None).unwrap_or(0) == 0 {
+            return false;
+        }
+        let stop = signals
+            .read_all()
+            .iter()
+            .any(|s| matches!(s.signo, libc::SIGINT | libc::SIGTERM));
+        if stop {
+            log::warn!("got SIGINT/SIGTERM while uploading the last profiles: exiting now");
+        }
+        stop
     }
 }
 

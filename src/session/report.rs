@@ -1,6 +1,6 @@
 //! What the session counts, and the end-of-run summary it prints.
 
-use crate::pipeline::upload::UploadStats;
+use crate::pipeline::upload::{describe_window, UploadStats};
 use std::time::Duration;
 
 /// Counts over the whole run.
@@ -59,14 +59,41 @@ pub(super) fn nothing_found(runtimes: &str) {
     log::warn!("no {runtimes} process was found to profile");
 }
 
-/// How the uploads went.
+/// How the uploads went: what was sent, and exactly what was lost or left for the next run.
 pub(super) fn uploads(stats: &UploadStats) {
     log::info!("uploaded {} profiles", stats.uploaded);
-    if stats.dropped + stats.rejected > 0 {
+    if let Some(why) = stats.cut_short {
         log::warn!(
-            "{} profiles could not be uploaded ({} rejected by the server)",
-            stats.dropped + stats.rejected,
-            stats.rejected
+            "the final upload was cut short ({why}, budget {} s)",
+            crate::pipeline::FINAL_UPLOAD_BUDGET.as_secs()
+        );
+    }
+    if stats.rejected > 0 {
+        log::warn!("{} profiles were rejected by the server", stats.rejected);
+    }
+    if stats.dropped > 0 {
+        let mut windows = stats.dropped_windows.clone();
+        windows.sort();
+        let shown: Vec<String> = windows
+            .iter()
+            .take(5)
+            .map(|w| describe_window(*w))
+            .collect();
+        let more = if windows.len() > 5 {
+            format!(" and {} more", windows.len() - 5)
+        } else {
+            String::new()
+        };
+        log::warn!(
+            "{} profiles were dropped, not uploaded: {}{more}",
+            stats.dropped,
+            shown.join(", ")
+        );
+    }
+    if stats.spooled > 0 {
+        log::info!(
+            "{} profiles wait in --spool-dir for the next run",
+            stats.spooled
         );
     }
 }

@@ -148,3 +148,13 @@ pub fn collapsed_split(lines: &[(String, u64)], a: &str, b: &str) -> (i64, i64) 
     };
     (sum(a), sum(b))
 }
+
+/// The sample ID of a push.
+pub fn push_id(req: &Req) -> String {
+    PushRequest::decode(&req.body[..])
+        .expect("PushRequest")
+        .series[0]
+        .samples[0]
+        .id
+        .clone()
+}

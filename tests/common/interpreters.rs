@@ -105,3 +105,29 @@ pub fn elf_symbol_file_offset(file: &Path, symbol: &str) -> usize {
         .next()
         .unwrap_or_else(|| panic!("section of {symbol} in {}", file.display()))
 }
+
+/// examples/dotnet/Burn.cs compiled once per test run: the directory holding burn.dll.
+pub fn burn_dll() -> &'static PathBuf {
+    static DLL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DLL.get_or_init(|| {
+        let dir = super::tempdir("dotnet-burn");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/dotnet");
+        let out = Command::new("mcs")
+            .args(["-optimize+", "-target:exe"])
+            .arg(format!("-out:{}", dir.join("burn.dll").display()))
+            .arg(src.join("Burn.cs"))
+            .output()
+            .expect("mcs (Debian's mono-mcs; scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "mcs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::copy(
+            src.join("burn.runtimeconfig.json"),
+            dir.join("burn.runtimeconfig.json"),
+        )
+        .unwrap();
+        dir.join("burn.dll")
+    })
+}

@@ -5,19 +5,25 @@
 
 pub mod decode;
 pub mod interpreters;
+pub mod real_server;
 pub mod receiver;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]
-pub use {decode::*, interpreters::*, receiver::*};
+pub use {decode::*, interpreters::*, real_server::*, receiver::*};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test: this build's, or `PYROSCOPE_TEST_BIN` (to show a new test failing
+/// on an older build).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pyroscope"))
+    match std::env::var_os("PYROSCOPE_TEST_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_pyroscope")),
+    }
 }
 
 pub fn repo() -> PathBuf {

@@ -23,18 +23,66 @@ impl Req {
     }
 }
 
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// How long to wait before answering (each request is answered on its own thread).
+    pub delay: std::time::Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            ..Reply::default()
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn after(mut self, delay: std::time::Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
 /// An HTTP server on 127.0.0.1 that records every request and answers with the status the
 /// `respond` function picks (from the request and the index of the request).
 pub struct Receiver {
     pub url: String,
+    pub port: u16,
     requests: Arc<Mutex<Vec<Req>>>,
     server: Arc<tiny_http::Server>,
 }
 
+/// A loopback port nothing listens on now (for a server that starts later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Receiver {
     pub fn start(respond: impl Fn(&Req, usize) -> u16 + Send + 'static) -> Receiver {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        Receiver::start_with(0, move |r, i| Reply::status(respond(r, i)))
+    }
+
+    /// On `port` (0: any free one), answering with what `respond` says.
+    pub fn start_with(
+        port: u16,
+        respond: impl Fn(&Req, usize) -> Reply + Send + 'static,
+    ) -> Receiver {
+        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        let url = format!("http://{addr}");
+        let port = addr.port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (s, r) = (server.clone(), requests.clone());
         std::thread::spawn(move || {
@@ -67,19 +115,30 @@ impl Receiver {
                     status: 0,
                 };
                 let idx = r.lock().unwrap().len();
-                req.status = respond(&req, idx);
+                let reply = respond(&req, idx);
+                req.status = reply.status;
                 r.lock().unwrap().push(req.clone());
-                let msg = if req.status >= 400 {
-                    "rejected by test receiver"
-                } else {
-                    ""
-                };
-                let _ =
-                    rq.respond(tiny_http::Response::from_string(msg).with_status_code(req.status));
+                std::thread::spawn(move || {
+                    std::thread::sleep(reply.delay);
+                    let msg = if reply.status >= 400 {
+                        "rejected by test receiver"
+                    } else {
+                        ""
+                    };
+                    let mut response =
+                        tiny_http::Response::from_string(msg).with_status_code(reply.status);
+                    for (k, v) in &reply.headers {
+                        response.add_header(
+                            tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
+                        );
+                    }
+                    let _ = rq.respond(response);
+                });
             }
         });
         Receiver {
             url,
+            port,
             requests,
             server,
         }

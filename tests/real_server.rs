@@ -1,0 +1,362 @@
+//! End to end against a real Grafana Pyroscope (see `common::real_server`): Python, Ruby and
+//! .NET under `exec`, Python under `connect`, the `/ingest` fallback, the label limit and
+//! windows split to fit the profile limits. What was pushed is recorded by a proxy in front of
+//! the server, and what the server answers to queries (`ProfileTypes`, `LabelNames`,
+//! `LabelValues`, `SelectSeries`, `SelectMergeProfile`) is checked against it: function names,
+//! the slow:fast split, the labels, the profile type, the windows' time range, the totals.
+//!
+//! `#[ignore]`d: the Go module proxy does not serve Grafana Pyroscope (403, see the README), so
+//! CI cannot build it; scripts/test.sh runs these with `--include-ignored` whenever a server
+//! binary is there, and says so when it is not.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+/// What the agent pushed through the proxy, all answered 200 by the server: the profiles.
+fn pushed(proxy: &Proxy) -> Vec<pyroscope::pipeline::pprof::PprofProfile> {
+    use prost::Message;
+    proxy
+        .seen()
+        .iter()
+        .filter(|f| f.path.starts_with("/push.v1."))
+        .map(|f| {
+            assert_eq!(f.status, 200, "the server refused a push");
+            let push = pyroscope::pipeline::push::PushRequest::decode(&f.body[..]).unwrap();
+            decode_pprof_gz(&push.series[0].samples[0].raw_profile)
+        })
+        .collect()
+}
+
+fn total(p: &pyroscope::pipeline::pprof::PprofProfile) -> i64 {
+    p.sample.iter().map(|s| s.value[0]).sum()
+}
+
+/// Checks what the server says of `service`: profile type, labels, the split of `slow`/`fast`,
+/// the windows' time range, and (when `sent` is known) that it holds exactly what was sent.
+fn check_service(
+    server: &RealServer,
+    service: &str,
+    spy: &str,
+    tags: &[(&str, &str)],
+    (slow, fast): (&str, &str),
+    (started, ended): (SystemTime, SystemTime),
+    sent: Option<i64>,
+) {
+    let range = (unix_ms(started) - 60_000, unix_ms(ended) + 60_000);
+    let selector = format!("{{service_name=\"{service}\"}}");
+    let merged = server.wait_for_profile(&selector, range, sent.unwrap_or(1));
+    let all = samples(&merged);
+    let (s, f) = split(&all, slow, fast);
+    assert_split(s, f);
+    if let Some(sent) = sent {
+        assert_eq!(total(&merged), sent, "the server holds what was sent");
+    }
+    assert!(
+        server.profile_types(range).iter().any(|t| t == CPU),
+        "{:?}",
+        server.profile_types(range)
+    );
+    assert!(server
+        .label_values("service_name", range)
+        .contains(&service.to_string()));
+    let names = server.label_names(&selector, range);
+    for (k, v) in tags {
+        assert!(names.contains(&k.to_string()), "{k} not in {names:?}");
+        assert!(server.label_values(k, range).contains(&v.to_string()));
+    }
+    assert!(names.contains(&"pyroscope_spy".to_string()), "{names:?}");
+    assert!(server
+        .label_values("pyroscope_spy", range)
+        .contains(&spy.to_string()));
+    // The windows: every point lies within the run (windows start at the aligned time before
+    // the start), and they add up to the profile.
+    let points = server.series(&selector, range);
+    assert!(!points.is_empty());
+    let from = unix_ms(started) / 10_000 * 10_000;
+    for (ts, _) in &points {
+        assert!(
+            *ts >= from - 10_000 && *ts <= unix_ms(ended) + 10_000,
+            "point at {ts} outside the run {from}..{}",
+            unix_ms(ended)
+        );
+    }
+    let series_total: f64 = points.iter().map(|(_, v)| v).sum();
+    let merged_total = total(&merged) as f64;
+    assert!(
+        (series_total - merged_total).abs() <= merged_total * 0.01,
+        "series {series_total} vs profile {merged_total}"
+    );
+}
+
+#[test]
+#[ignore = "needs a Grafana Pyroscope binary (scripts/test.sh runs these when it has one)"]
+fn python_under_exec_and_connect() {
+    let server = RealServer::start("python");
+    let proxy = Proxy::start(&server.url, false);
+    let py = python("3.11");
+    let app = example_app();
+    let _slot = Slot::take();
+    let started = SystemTime::now();
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &proxy.url,
+            "--application-name",
+            "real.python{env=test}",
+            "--tag",
+            "team=core",
+            "--sample-rate",
+            "1000",
+            path_str(&py),
+            path_str(&app),
+            "6",
+        ]),
+        Duration::from_secs(60),
+    );
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let sent: i64 = pushed(&proxy).iter().map(total).sum();
+    check_service(
+        &server,
+        "real.python",
+        "pyspy",
+        &[("env", "test"), ("team", "core")],
+        ("slow_function", "fast_function"),
+        (started, ended),
+        Some(sent),
+    );
+
+    // connect to a running program.
+    let mut child = std::process::Command::new(&py)
+        .arg(&app)
+        .arg("8")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = SystemTime::now();
+    let pid = child.id().to_string();
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid,
+            "--server-address",
+            &server.url,
+            "--application-name",
+            "real.connect",
+            "--sample-rate",
+            "1000",
+        ]),
+        Duration::from_secs(60),
+    );
+    let _ = child.wait();
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    check_service(
+        &server,
+        "real.connect",
+        "pyspy",
+        &[],
+        ("slow_function", "fast_function"),
+        (started, ended),
+        None,
+    );
+}
+
+#[test]
+#[ignore = "needs a Grafana Pyroscope binary (scripts/test.sh runs these when it has one)"]
+fn ruby_under_exec() {
+    let server = RealServer::start("ruby");
+    let proxy = Proxy::start(&server.url, false);
+    let rb = ruby();
+    let app = repo().join("examples/ruby/app.rb");
+    let _slot = Slot::take();
+    let started = SystemTime::now();
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &proxy.url,
+            "--application-name",
+            "real.ruby",
+            "--tag",
+            "lang=ruby",
+            "--sample-rate",
+            "1000",
+            &rb,
+            path_str(&app),
+            "6",
+        ]),
+        Duration::from_secs(60),
+    );
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let sent: i64 = pushed(&proxy).iter().map(total).sum();
+    check_service(
+        &server,
+        "real.ruby",
+        "rbspy",
+        &[("lang", "ruby")],
+        ("slow_function", "fast_function"),
+        (started, ended),
+        Some(sent),
+    );
+}
+
+#[test]
+#[ignore = "needs a Grafana Pyroscope binary (scripts/test.sh runs these when it has one)"]
+fn dotnet_under_exec() {
+    let server = RealServer::start("dotnet");
+    let proxy = Proxy::start(&server.url, false);
+    let _slot = Slot::take();
+    let started = SystemTime::now();
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &proxy.url,
+            "--application-name",
+            "real.dotnet",
+            "--tag",
+            "lang=dotnet",
+            "--sample-rate",
+            "250",
+            path_str(&dotnet()),
+            path_str(burn_dll()),
+            "6",
+        ]),
+        Duration::from_secs(60),
+    );
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let sent: i64 = pushed(&proxy).iter().map(total).sum();
+    check_service(
+        &server,
+        "real.dotnet",
+        "dotnetspy",
+        &[("lang", "dotnet")],
+        ("BurnDemo.Worker.Slow", "BurnDemo.Worker.Fast"),
+        (started, ended),
+        Some(sent),
+    );
+}
+
+/// A server whose push route answers 404 (the proxy's doing): the agent falls back to
+/// `/ingest`, and the real server's answers are the same.
+#[test]
+#[ignore = "needs a Grafana Pyroscope binary (scripts/test.sh runs these when it has one)"]
+fn ingest_fallback() {
+    let server = RealServer::start("ingest");
+    let proxy = Proxy::start(&server.url, true);
+    let py = python("3.11");
+    let _slot = Slot::take();
+    let started = SystemTime::now();
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &proxy.url,
+            "--application-name",
+            "real.ingest{env=old}",
+            "--sample-rate",
+            "1000",
+            path_str(&py),
+            path_str(&example_app()),
+            "6",
+        ]),
+        Duration::from_secs(60),
+    );
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("using /ingest from now on"),
+        "{}",
+        r.stderr
+    );
+    let ingested: Vec<Forwarded> = proxy
+        .seen()
+        .into_iter()
+        .filter(|f| f.path.starts_with("/ingest"))
+        .collect();
+    assert!(!ingested.is_empty());
+    assert!(ingested.iter().all(|f| f.status == 200), "{ingested:?}");
+    let sent: i64 = ingested
+        .iter()
+        .map(|f| total(&decode_pprof_gz(&f.body)))
+        .sum();
+    // On /ingest the server renames the functions of py-spy and rbspy profiles to
+    // `file function` (its FixFunctionNamesForScriptingLanguages, for the old scripting
+    // agents); the push route keeps them as sent.
+    check_service(
+        &server,
+        "real.ingest",
+        "pyspy",
+        &[("env", "old")],
+        ("app.py slow_function", "app.py fast_function"),
+        (started, ended),
+        Some(sent),
+    );
+}
+
+/// The server's limits, on the real server: 27 tags (30 labels with ours) are taken, and a
+/// window of more than 16,000 distinct stacks arrives in parts that are all taken and add up.
+#[test]
+#[ignore = "needs a Grafana Pyroscope binary (scripts/test.sh runs these when it has one)"]
+fn limits_most_tags_and_a_window_split_in_parts() {
+    let server = RealServer::start("limits");
+    let proxy = Proxy::start(&server.url, false);
+    let py = python("3.11");
+    let mut args: Vec<String> = [
+        "exec",
+        "--server-address",
+        &proxy.url,
+        "--application-name",
+        "real.limits",
+        "--sample-rate",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 0..27 {
+        args.push("--tag".into());
+        args.push(format!("t{i:02}=v{i}"));
+    }
+    let app = test_app("many_stacks.py");
+    args.extend([
+        path_str(&py).into(),
+        path_str(&app).into(),
+        "22".into(),
+        "3".into(),
+    ]);
+    let _slot = Slot::take();
+    let _other = Slot::take();
+    let started = SystemTime::now();
+    let r = run(
+        pyroscope(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+        Duration::from_secs(90),
+    );
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!r.stderr.contains("rejected"), "{}", r.stderr);
+    let profiles = pushed(&proxy);
+    let windows: BTreeSet<i64> = profiles.iter().map(|p| p.time_nanos).collect();
+    assert!(
+        profiles.len() > windows.len(),
+        "no window was split: {} profiles for {} windows",
+        profiles.len(),
+        windows.len()
+    );
+    let sent: i64 = profiles.iter().map(total).sum();
+    let range = (unix_ms(started) - 60_000, unix_ms(ended) + 60_000);
+    let merged = server.wait_for_profile("{service_name=\"real.limits\"}", range, sent);
+    assert_eq!(total(&merged), sent, "every part was stored");
+    let names = server.label_names("{service_name=\"real.limits\"}", range);
+    for i in 0..27 {
+        assert!(names.contains(&format!("t{i:02}")), "{names:?}");
+    }
+}
