@@ -96,6 +96,10 @@ fn shutdown_is_bounded_when_a_request_hangs_and_a_second_sigterm_ends_it() {
     let (status, stderr, ended) = r.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{stderr}");
     // The program ran 12 s; the flush may take 10 s of it.
+    eprintln!(
+        "figure: hanging server, 1 h request timeout: pyroscope exited {:.1} s after start (program: 12 s)",
+        ended.duration_since(t_start).as_secs_f64()
+    );
     assert!(
         ended.duration_since(t_start) < Duration::from_secs(30),
         "{stderr}"
@@ -129,6 +133,10 @@ fn shutdown_is_bounded_when_a_request_hangs_and_a_second_sigterm_ends_it() {
     let (status, stderr, ended) = r.wait(Duration::from_secs(30));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{stderr}");
+    eprintln!(
+        "figure: second SIGTERM during the flush: exited {} ms after it",
+        ended.duration_since(second).as_millis()
+    );
     assert!(
         ended.duration_since(second) < Duration::from_secs(2),
         "exited {:?} after the second SIGTERM: {stderr}",
@@ -155,6 +163,11 @@ fn windows_waiting_out_a_backoff_are_retried_at_shutdown() {
     let (status, stderr, _) = r.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{stderr}");
     let got = windows_of(&server.accepted(PUSH_PATH));
+    eprintln!(
+        "figure: server back 2 s before the end: {} windows arrived, {} requests",
+        got.len(),
+        server.requests().len()
+    );
     // 30 s of run: 3 or 4 windows, none missing.
     assert!(got.len() >= 3, "{got:?}: {stderr}");
     let first = *got.first().unwrap();
@@ -288,10 +301,13 @@ fn rss_kib(pid: i32) -> u64 {
 
 /// Defect 3: memory follows one window, not the run: a program that makes ~4,000 new functions
 /// a second does not grow the agent (it grew ~400 bytes per function); with --output the
-/// whole-run profile is bounded too, and says so.
+/// whole-run profile is bounded too, and says so. RSS is noisy (what one window needs comes
+/// and goes), so the most over 8 s early is compared with the most over 8 s late.
 #[test]
 fn memory_stays_bounded_while_new_functions_keep_appearing() {
+    // The whole machine: how many new functions are seen depends on how many samples are taken.
     let _slot = Slot::take();
+    let _other = Slot::take();
     let server = Receiver::ok();
     let app = test_app("new_functions.py");
     let dir = tempdir("memory");
@@ -301,7 +317,7 @@ fn memory_stays_bounded_while_new_functions_keep_appearing() {
         if output {
             extra = vec!["--output", path_str(&out)];
         }
-        let r = Running::start(exec_python(&server.url, &extra, &[path_str(&app), "36"]));
+        let r = Running::start(exec_python(&server.url, &extra, &[path_str(&app), "54"]));
         let pid = r.pid();
         // The most the agent held over two stretches of 8 s: what one window needs comes and
         // goes; what the run accumulates would show as a rise.
@@ -316,12 +332,15 @@ fn memory_stays_bounded_while_new_functions_keep_appearing() {
             m
         };
         let early = most(8, 16);
-        let late = most(26, 34);
+        let late = most(44, 52);
         let (status, stderr, _) = r.wait(Duration::from_secs(60));
         assert_eq!(status.code(), Some(0), "{stderr}");
-        // ~70,000 new functions between the two stretches: the build before grew 27 MB.
+        eprintln!(
+            "figure: output={output}: RSS at most {early} KiB over 8-16 s, {late} KiB over 44-52 s"
+        );
+        // ~140,000 new functions between the two stretches: the build before grew ~50 MB.
         assert!(
-            late < early + 8 * 1024,
+            late < early + 10 * 1024,
             "output={output}: RSS grew from at most {early} KiB to at most {late} KiB"
         );
         if output {
@@ -397,6 +416,11 @@ fn a_long_outage_loses_nothing_with_a_spool_and_reports_each_drop_without() {
         let first = *got.first().unwrap();
         let last = *got.last().unwrap();
         let span = ((last - first) / 10_000_000_000 + 1) as usize;
+        eprintln!(
+            "figure: 3 min outage, 1 min queue, spool={spooled}: {} windows arrived, {} dropped and reported",
+            got.len(),
+            dropped.len()
+        );
         if spooled {
             assert!(dropped.is_empty() && summary.is_empty(), "{stderr}");
             assert_eq!(got.len(), span, "a window is missing: {order:?}");
