@@ -322,3 +322,79 @@ fn fake_python_3_99(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(&dst, bytes).unwrap();
     dst
 }
+
+/// A process that looks like Python (its executable is called `python3`) but is not one: the
+/// end of the run says so, with py-spy's reason, instead of "no Python process was found".
+#[test]
+fn a_python_lookalike_that_never_attaches_is_named_at_the_end() {
+    let dir = tempdir("lookalike");
+    let fake = dir.join("python3");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let r = quick(&[
+        "exec",
+        "--output",
+        path_str(&dir.join("p.txt")),
+        path_str(&fake),
+        "2",
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("looks like Python but no spy could attach"))
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(line.starts_with("[pyroscope] warn: process "), "{line}");
+    assert!(
+        !r.stderr
+            .contains("no Python, Ruby or .NET process was found"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A free-threaded CPython (`--disable-gil`, here 3.13t) cannot be read yet: one clear error
+/// naming the build, never a silent "no Python process was found"; under exec the program runs
+/// on with its own exit status, under connect pyroscope exits 1. Also when the executable is
+/// called plain `python3` (the build is then known by its libpython3.13t).
+#[test]
+fn a_free_threaded_python_is_refused_with_one_clear_error() {
+    let py = python313t();
+    let r = quick(&[
+        "exec",
+        "--output",
+        "/tmp/ft.txt",
+        path_str(&py),
+        "-c",
+        "import sys, time; time.sleep(1); sys.exit(4)",
+    ]);
+    assert_eq!(r.code, Some(4), "{}", r.stderr);
+    let line = error_line(&r);
+    assert!(
+        line.contains(
+            "free-threaded CPython 3.13t (built with --disable-gil) is not supported yet"
+        ),
+        "{line}"
+    );
+    assert!(!r
+        .stderr
+        .contains("no Python, Ruby or .NET process was found"));
+
+    let plain = py.parent().unwrap().join("python3");
+    let mut app = Command::new(&plain)
+        .arg(example_app())
+        .arg("10")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = app.id().to_string();
+    let r = quick(&["connect", "--pid", &pid]);
+    app.kill().unwrap();
+    let _ = app.wait();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        error_line(&r).contains("free-threaded CPython 3.13t"),
+        "{}",
+        r.stderr
+    );
+}

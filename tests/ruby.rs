@@ -98,6 +98,115 @@ fn exec_uploads_ruby_stacks_with_the_split() {
     );
 }
 
+/// Ruby 3.3 (built from Debian's source by scripts/test.sh), live: `exec` with uploads,
+/// `connect`, and `connect --rbspy-blocking`, each with the 3:1 split within 25% at 1,000 Hz. rbspy
+/// names Ruby 3.x methods with their owner (`Object#slow_function`) from 3.2 on.
+#[test]
+fn ruby_3_3_under_exec_connect_and_blocking() {
+    let _slot = Slot::take();
+    let rb = ruby33();
+    let app = ruby_app();
+    let server = Receiver::ok();
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &server.url,
+            "--application-name",
+            "ruby33",
+            "--sample-rate",
+            "1000",
+            &rb,
+            path_str(&app),
+            "4",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("MRI Ruby 3.3.8"), "{}", r.stderr);
+    let all = pushed_samples(
+        &server,
+        &[("pyroscope_spy", "rbspy"), ("service_name", "ruby33")],
+        Some(1_000_000),
+        &r.stderr,
+    );
+    let (s, f) = split(&all, "Object#slow_function", "Object#fast_function");
+    eprintln!("ruby 3.3 exec: slow {s} fast {f}");
+    assert_split(s, f);
+
+    let dir = tempdir("ruby33");
+    let out = dir.join("connect.txt");
+    let mut child = Command::new(&rb)
+        .arg(&app)
+        .arg("5")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid,
+            "--sample-rate",
+            "1000",
+            "--output",
+            path_str(&out),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(child.wait().unwrap().success());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let (s, f) = collapsed_split(
+        &collapsed_file(&out),
+        "Object#slow_function",
+        "Object#fast_function",
+    );
+    eprintln!("ruby 3.3 connect: slow {s} fast {f}");
+    assert_split(s, f);
+
+    // Blocking, under connect (remoteprocess's lock). Under exec (the agent's tracer pauses
+    // the process) Ruby 3.3 fails most paused reads ("stack base and cfp address out of sync"):
+    // open in issue 11, not tested here until fixed.
+    let out = dir.join("blocking.txt");
+    let mut child = Command::new(&rb)
+        .arg(&app)
+        .arg("5")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid,
+            "--rbspy-blocking",
+            "--sample-rate",
+            "1000",
+            "--output",
+            path_str(&out),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(child.wait().unwrap().success());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("read with the target paused"),
+        "{}",
+        r.stderr
+    );
+    let (s, f) = collapsed_split(
+        &collapsed_file(&out),
+        "Object#slow_function",
+        "Object#fast_function",
+    );
+    eprintln!("ruby 3.3 blocking: slow {s} fast {f}");
+    assert_split(s, f);
+}
+
 #[test]
 fn ruby_exit_status_and_signals() {
     let rb = ruby();

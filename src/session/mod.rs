@@ -223,6 +223,7 @@ impl Session {
         let end = SystemTime::now();
         self.pipeline.close(end);
         report::summary(&self.sampler.stats, self.sampler.blocking());
+        self.targets.report_unattached();
         if !self.targets.ever_attached && !self.targets.attach_failed {
             report::nothing_found(&self.targets.runtime_names());
         }

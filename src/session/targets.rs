@@ -43,6 +43,8 @@ pub(super) struct Target {
     /// normal without pausing the target; only a real error rate deserves a warning.
     pub tries: u64,
     pub failures: u64,
+    /// Why the last attach try said "not ready" (reported if it never attaches).
+    pub not_ready: Option<String>,
 }
 
 impl Target {
@@ -58,6 +60,7 @@ impl Target {
             errors: RateLimit::new(Duration::from_secs(10)),
             tries: 0,
             failures: 0,
+            not_ready: None,
         }
     }
 
@@ -274,7 +277,8 @@ impl Targets {
                         release(tracer.as_deref_mut(), pid, runtime);
                     }
                 }
-                Err(AttachError::NotReady(_)) if target.since.elapsed() < ATTACH_PATIENCE => {
+                Err(AttachError::NotReady(why)) if target.since.elapsed() < ATTACH_PATIENCE => {
+                    target.not_ready = Some(why);
                     // Every tick for the first second (interpreter start-up), then every 100 ms.
                     let wait = if target.since.elapsed() < Duration::from_secs(1) {
                         5
@@ -307,8 +311,38 @@ impl Targets {
         }
     }
 
+    /// At the end: the recognised processes that never got a spy (the run ended within the
+    /// attach patience) are said, with the last reason, rather than left to "nothing found".
+    pub fn report_unattached(&mut self) {
+        let unattached: Vec<u32> = self.map.keys().copied().collect();
+        for pid in unattached {
+            self.never_attached(pid);
+        }
+    }
+
+    /// Says why a recognised process that is leaving (or that the run leaves) never got a spy.
+    fn never_attached(&mut self, pid: u32) {
+        let Some(t) = self.map.get(&pid) else { return };
+        if let (TargetState::Attaching { .. }, true, Some(why)) =
+            (&t.state, t.detected, &t.not_ready)
+        {
+            // A process gone within a second of starting may just have been quicker than its
+            // interpreter's start-up: not worth a warning.
+            if t.since.elapsed() < Duration::from_secs(1) {
+                log::debug!("process {pid} ended before a spy could attach: {why}");
+                return;
+            }
+            let err = AttachError::NotReady(why.clone());
+            let attempt = Attempt::Found { detected: true };
+            let (level, line) = attach_failure(pid, t.runtime.runtime_name(), &err, attempt);
+            log::log!(level, "{line}");
+            self.attach_failed = true;
+        }
+    }
+
     /// A traced process ended.
     pub fn exited(&mut self, pid: u32) {
+        self.never_attached(pid);
         self.map.remove(&pid);
         self.watch.remove(&pid);
     }

@@ -49,6 +49,38 @@ pub fn ruby() -> String {
     panic!("ruby is not installed (scripts/test.sh installs Debian's ruby)");
 }
 
+/// Ruby 3.3 built from Debian's source by scripts/test.sh (`$RUBY33_ROOT`, by default
+/// `~/.cache/ruby33`); missing fails the test.
+pub fn ruby33() -> String {
+    let root = std::env::var_os("RUBY33_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ruby33"));
+    let rb = root.join("bin/ruby");
+    assert!(
+        rb.exists(),
+        "Ruby 3.3 is missing at {} (scripts/test.sh builds it from Debian's source)",
+        rb.display()
+    );
+    rb.to_str().unwrap().to_string()
+}
+
+/// A free-threaded CPython 3.13 (`python3.13t`) built from Debian's source by scripts/test.sh
+/// (`$CPYTHON313T_ROOT`, by default `~/.cache/cpython313t`); missing fails the test.
+pub fn python313t() -> PathBuf {
+    let root = std::env::var_os("CPYTHON313T_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cpython313t")
+        });
+    let py = root.join("bin/python3.13t");
+    assert!(
+        py.exists(),
+        "free-threaded CPython 3.13 is missing at {} (scripts/test.sh builds it from Debian's source)",
+        py.display()
+    );
+    py
+}
+
 /// The `dotnet` host of CoreCLR 3.1 (`$DOTNET31_ROOT`, by default `~/.cache/dotnet31`).
 pub fn dotnet() -> PathBuf {
     coreclr("DOTNET31_ROOT", "dotnet31", "3.1")

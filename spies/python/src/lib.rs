@@ -27,13 +27,41 @@ use spy::{
 pub struct Python;
 
 /// Whether an executable basename names a CPython interpreter (`python`, `python3`,
-/// `python3.11`, `python2.7`, `python3.13d`, ...).
+/// `python3.11`, `python2.7`, `python3.13d`, the free-threaded `python3.14t`, ...).
 pub fn is_python_exe(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("python") else {
         return false;
     };
-    let rest = rest.trim_end_matches(['d', 'm', 'u']);
+    let rest = rest.trim_end_matches(['d', 'm', 'u', 't']);
     rest.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// The version of a free-threaded build (`--disable-gil`) from an executable or libpython
+/// basename: `python3.14t`, `python3.13td`, `libpython3.14t.so.1.0` give `3.14t`.
+pub fn free_threaded_name(name: &str) -> Option<String> {
+    let rest = name
+        .strip_prefix("libpython")
+        .or_else(|| name.strip_prefix("python"))?;
+    let digits = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (version, flags) = rest.split_at(digits);
+    let flags = flags.split(".so").next().unwrap_or(flags);
+    (!version.is_empty() && flags.contains('t') && flags.chars().all(|c| "tdmu".contains(c)))
+        .then(|| format!("{version}t"))
+}
+
+/// Whether process `pid` runs a free-threaded CPython: its executable or a mapped libpython
+/// says so (the build's names carry the `t` ABI flag).
+fn free_threaded_build(pid: u32) -> Option<String> {
+    if let Some(v) = spy::procfs::exe_name(pid).and_then(|n| free_threaded_name(&n)) {
+        return Some(v);
+    }
+    let maps = spy::procfs::maps(pid).ok()?;
+    maps.iter()
+        .filter_map(|m| m.path.rsplit('/').next())
+        .filter(|n| is_libpython(n))
+        .find_map(free_threaded_name)
 }
 
 /// Whether a library basename is libpython (`libpython3.11.so.1.0`, `libpython2.7.so`).
@@ -65,6 +93,11 @@ impl Runtime for Python {
     }
 
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
+        if let Some(build) = free_threaded_build(pid) {
+            return Err(AttachError::Unsupported(format!(
+                "free-threaded CPython {build} (built with --disable-gil) is not supported yet: its objects have another header, which neither this reader nor py-spy can read"
+            )));
+        }
         if let Some((frames, version)) = inherited(pid, options.gil_only) {
             log::debug!("process {pid}: same interpreter layout as its parent (forked)");
             return Ok(python_spy(pid, version, Engine::Own(frames), options));
@@ -615,6 +648,21 @@ mod tests {
     }
 
     #[test]
+    fn free_threaded_names() {
+        assert_eq!(free_threaded_name("python3.14t").as_deref(), Some("3.14t"));
+        assert_eq!(free_threaded_name("python3.13td").as_deref(), Some("3.13t"));
+        assert_eq!(
+            free_threaded_name("libpython3.14t.so.1.0").as_deref(),
+            Some("3.14t")
+        );
+        assert_eq!(free_threaded_name("python3.14"), None);
+        assert_eq!(free_threaded_name("libpython3.11.so.1.0"), None);
+        assert_eq!(free_threaded_name("python3.7m"), None);
+        assert_eq!(free_threaded_name("python"), None);
+        assert_eq!(free_threaded_name("pythonista"), None);
+    }
+
+    #[test]
     fn python_exe_names() {
         for yes in [
             "python",
@@ -623,6 +671,7 @@ mod tests {
             "python2.7",
             "python3.13d",
             "python3.7m",
+            "python3.14t",
         ] {
             assert!(is_python_exe(yes), "{yes}");
         }
