@@ -10,7 +10,8 @@
 //!   where the thread state holds no OS thread id, from the pthread → tid map
 //!   read out of the target's memory ([`spy::tids::TidMap`]).
 
-mod memory;
+pub mod fixture;
+pub mod memory;
 pub mod reader;
 
 /// py-spy itself, for tests and tools that compare with its reader.
@@ -265,24 +266,44 @@ pub fn frames_for(
     interpreter_address: usize,
     gil_address: Option<usize>,
 ) -> Option<Box<dyn reader::Frames>> {
+    frames_with_memory(
+        pid,
+        memory::Memory::new(pid),
+        major,
+        minor,
+        interpreter_address,
+        gil_address,
+    )
+}
+
+/// [`frames_for`] over the given memory: a live process, one being recorded, or a recording
+/// replayed (see [`fixture`]).
+pub fn frames_with_memory(
+    pid: u32,
+    mem: memory::Memory,
+    major: u64,
+    minor: u64,
+    interpreter_address: usize,
+    gil_address: Option<usize>,
+) -> Option<Box<dyn reader::Frames>> {
     use py_spy::python_bindings::*;
     use reader::Reader;
     let a = interpreter_address;
     let g = gil_address;
     Some(match (major, minor) {
-        (2, 3..=7) => Box::new(Reader::<v2_7_15::_is>::new(pid, a, g)),
-        (3, 3) => Box::new(Reader::<v3_3_7::_is>::new(pid, a, g)),
-        (3, 4..=5) => Box::new(Reader::<v3_5_5::_is>::new(pid, a, g)),
-        (3, 6) => Box::new(Reader::<v3_6_6::_is>::new(pid, a, g)),
-        (3, 7) => Box::new(Reader::<v3_7_0::_is>::new(pid, a, g)),
-        (3, 8) => Box::new(Reader::<v3_8_0::_is>::new(pid, a, g)),
-        (3, 9) => Box::new(Reader::<v3_9_5::_is>::new(pid, a, g)),
-        (3, 10) => Box::new(Reader::<v3_10_0::_is>::new(pid, a, g)),
-        (3, 11) => Box::new(Reader::<v3_11_0::_is>::new(pid, a, g)),
-        (3, 12) => Box::new(Reader::<v3_12_0::_is>::new(pid, a, g)),
-        (3, 13) => Box::new(Reader::<v3_13_0::_is>::new(pid, a, g)),
-        (3, 14) => Box::new(Reader::<v3_14_0::_is>::new(pid, a, g)),
-        (3, 15) => Box::new(Reader::<v3_15_0::_is>::new(pid, a, g)),
+        (2, 3..=7) => Box::new(Reader::<v2_7_15::_is>::with_memory(pid, mem, a, g)),
+        (3, 3) => Box::new(Reader::<v3_3_7::_is>::with_memory(pid, mem, a, g)),
+        (3, 4..=5) => Box::new(Reader::<v3_5_5::_is>::with_memory(pid, mem, a, g)),
+        (3, 6) => Box::new(Reader::<v3_6_6::_is>::with_memory(pid, mem, a, g)),
+        (3, 7) => Box::new(Reader::<v3_7_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 8) => Box::new(Reader::<v3_8_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 9) => Box::new(Reader::<v3_9_5::_is>::with_memory(pid, mem, a, g)),
+        (3, 10) => Box::new(Reader::<v3_10_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 11) => Box::new(Reader::<v3_11_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 12) => Box::new(Reader::<v3_12_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 13) => Box::new(Reader::<v3_13_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 14) => Box::new(Reader::<v3_14_0::_is>::with_memory(pid, mem, a, g)),
+        (3, 15) => Box::new(Reader::<v3_15_0::_is>::with_memory(pid, mem, a, g)),
         _ => return None,
     })
 }

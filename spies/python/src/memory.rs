@@ -23,10 +23,17 @@ const MAX_RANGE: usize = 4 << 20;
 /// At most this many iovecs per call (the kernel's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
-/// The target's address space, and a count of the calls made on it.
+/// Pages of a target's memory, by page address (each [`PAGE`] bytes): what a recording holds.
+pub type PageMap = std::collections::BTreeMap<usize, Vec<u8>>;
+
+/// The target's address space, and a count of the calls made on it. Or a recording of the
+/// pages a read used, served instead of the live process ([`Memory::replaying`]): a recorded
+/// fixture is read by the very same reader code.
 pub struct Memory {
     pid: libc::pid_t,
     calls: std::cell::Cell<u64>,
+    replay: Option<std::sync::Arc<PageMap>>,
+    record: Option<std::cell::RefCell<PageMap>>,
 }
 
 impl Memory {
@@ -34,6 +41,82 @@ impl Memory {
         Memory {
             pid: pid as libc::pid_t,
             calls: std::cell::Cell::new(0),
+            replay: None,
+            record: None,
+        }
+    }
+
+    /// Reads `pid` and keeps a copy of every page read ([`Memory::recorded`]); the process
+    /// should be stopped, so that the copies are what the reads saw.
+    pub fn recording(pid: u32) -> Memory {
+        Memory {
+            record: Some(Default::default()),
+            ..Memory::new(pid)
+        }
+    }
+
+    /// Serves reads from recorded pages; a read of a page not recorded fails as an unmapped
+    /// one does.
+    pub fn replaying(pages: std::sync::Arc<PageMap>) -> Memory {
+        Memory {
+            replay: Some(pages),
+            ..Memory::new(0)
+        }
+    }
+
+    /// The pages recorded so far.
+    pub fn recorded(&self) -> PageMap {
+        self.record
+            .as_ref()
+            .map(|r| r.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    fn replay_ranges(pages: &PageMap, ranges: &[(usize, usize)], buf: &mut [u8]) -> usize {
+        let mut done = 0;
+        for &(addr, len) in ranges {
+            let mut at = addr;
+            while at < addr + len {
+                let page = at & !(PAGE - 1);
+                let Some(bytes) = pages.get(&page) else {
+                    return done;
+                };
+                let n = (page + PAGE - at).min(addr + len - at);
+                buf[done..done + n].copy_from_slice(&bytes[at - page..at - page + n]);
+                done += n;
+                at += n;
+            }
+        }
+        done
+    }
+
+    /// Keeps a copy of every page of the ranges read (whole pages, read again now).
+    fn record_pages(&self, ranges: &[(usize, usize)], read: usize) {
+        let Some(record) = &self.record else { return };
+        let mut left = read;
+        for &(addr, len) in ranges {
+            let len = len.min(left);
+            left -= len;
+            let mut page = addr & !(PAGE - 1);
+            while page < addr + len {
+                if !record.borrow().contains_key(&page) {
+                    let mut bytes = vec![0u8; PAGE];
+                    let local = libc::iovec {
+                        iov_base: bytes.as_mut_ptr().cast(),
+                        iov_len: PAGE,
+                    };
+                    let remote = libc::iovec {
+                        iov_base: page as *mut libc::c_void,
+                        iov_len: PAGE,
+                    };
+                    // SAFETY: the local iovec is `bytes`, alive for the call.
+                    let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
+                    if n == PAGE as isize {
+                        record.borrow_mut().insert(page, bytes);
+                    }
+                }
+                page += PAGE;
+            }
         }
     }
 
@@ -46,6 +129,16 @@ impl Memory {
     /// [`IOV_MAX`] ranges); the number of bytes read. A short count means a range that was not
     /// mapped: the kernel stops at the first one.
     pub fn read_ranges(&self, ranges: &[(usize, usize)], buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(pages) = &self.replay {
+            self.calls.set(self.calls.get() + 1);
+            return Ok(Memory::replay_ranges(pages, ranges, buf));
+        }
+        let done = self.read_live(ranges, buf)?;
+        self.record_pages(ranges, done);
+        Ok(done)
+    }
+
+    fn read_live(&self, ranges: &[(usize, usize)], buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0usize;
         let mut local = Vec::with_capacity(ranges.len().min(IOV_MAX));
         let mut remote = Vec::with_capacity(ranges.len().min(IOV_MAX));

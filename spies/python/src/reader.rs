@@ -88,6 +88,8 @@ pub trait Frames: Send {
     /// `process_vm_readv` calls so far.
     fn calls(&self) -> u64;
     fn stats(&self) -> ReaderStats;
+    /// The pages read so far, when the reader's memory records them.
+    fn recorded(&self) -> crate::memory::PageMap;
 }
 
 /// The layout-dependent part of a thread state that py-spy's trait does not expose: where the
@@ -188,9 +190,19 @@ pub struct Reader<I: InterpreterState> {
 impl<I: InterpreterState> Reader<I> {
     /// `gil_address`: read only the thread holding the GIL, found there.
     pub fn new(pid: u32, interpreter_address: usize, gil_address: Option<usize>) -> Self {
+        Reader::with_memory(pid, Memory::new(pid), interpreter_address, gil_address)
+    }
+
+    /// A reader of `mem` (a live process, a recording one, or a recording replayed).
+    pub fn with_memory(
+        pid: u32,
+        mem: Memory,
+        interpreter_address: usize,
+        gil_address: Option<usize>,
+    ) -> Self {
         Reader {
             pid,
-            mem: Memory::new(pid),
+            mem,
             pages: Pages::default(),
             interpreter_address,
             gil_address,
@@ -315,6 +327,10 @@ where
 
     fn calls(&self) -> u64 {
         self.mem.calls()
+    }
+
+    fn recorded(&self) -> crate::memory::PageMap {
+        self.mem.recorded()
     }
 
     fn stats(&self) -> ReaderStats {

@@ -1,0 +1,44 @@
+//! Records a fixture of a live CPython (see `spy_python::fixture`): stops the process, finds
+//! its interpreter (py-spy), reads it once with every page kept, resumes it, writes FILE.
+//!
+//! `cargo run --release -p spy-python --example record_python -- PID FILE`
+
+use spy_python::fixture::Fixture;
+use spy_python::py_spy::{Config, PythonSpy};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, pid, out] = &args[..] else {
+        anyhow::bail!("usage: record_python PID FILE");
+    };
+    let pid: u32 = pid.parse()?;
+    let spy = PythonSpy::new(pid as spy_python::py_spy::Pid, &Config::default())?;
+    let version = spy.version.clone();
+    let interpreter = spy.addresses.interpreter_address;
+    // Stopped, so that every page kept is what the read saw.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))?
+        .rsplit(')')
+        .next()
+        .is_some_and(|s| s.trim_start().starts_with('T'))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let fixture = Fixture::record(
+        pid,
+        &version.to_string(),
+        version.major,
+        version.minor,
+        interpreter,
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let fixture = fixture?;
+    fixture.write(std::path::Path::new(out))?;
+    println!(
+        "CPython {}: {} threads, {} pages -> {out}",
+        fixture.version,
+        fixture.threads.len(),
+        fixture.pages.len()
+    );
+    Ok(())
+}
