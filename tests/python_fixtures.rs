@@ -25,7 +25,11 @@ fn fixtures() -> Vec<PathBuf> {
 #[test]
 fn every_recorded_fixture_replays_to_its_stacks() {
     let files = fixtures();
-    assert!(files.len() >= 6, "{files:?}");
+    assert!(files.len() >= 9, "{files:?}");
+    assert!(
+        files.iter().any(|f| f.to_string_lossy().contains("3.13t")),
+        "a free-threaded recording"
+    );
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let f = Fixture::read(path).unwrap();
@@ -62,6 +66,10 @@ fn every_recorded_fixture_replays_to_its_stacks() {
         }
         if name.contains("-threads") {
             assert!(f.threads.len() >= 2, "{name}");
+            assert!(
+                all.contains(&"alpha") && all.contains(&"beta"),
+                "{name}: {all:?}"
+            );
         }
     }
 }
@@ -92,10 +100,17 @@ fn a_live_recording_replays_identically() {
         let mut app = Command::new(&py)
             .arg(test_app("deep_recursion.py"))
             .arg("20")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // At the bottom of the recursion once it says so.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(app.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
         let pid = app.id();
         let spy = PythonSpy::new(pid as spy_python::py_spy::Pid, &Config::default()).unwrap();
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
@@ -103,8 +118,7 @@ fn a_live_recording_replays_identically() {
         let recorded = Fixture::record(
             pid,
             &spy.version.to_string(),
-            spy.version.major,
-            spy.version.minor,
+            (spy.version.major, spy.version.minor, false),
             spy.addresses.interpreter_address,
         );
         app.kill().unwrap();

@@ -1,15 +1,19 @@
-//! Every supported CPython (2.7, 3.6 to 3.13, from pyenv) under `pyroscope exec`: the example's
-//! functions are found, the 3:1 split of CPU time holds within 25%, the sleeping thread stays out
-//! (under 5% of the CPU time); blocking
-//! mode (the target paused through our own tracer) on the oldest and newest versions.
+//! Every supported CPython (2.7, 3.6 to 3.13, from pyenv; free-threaded 3.13t built from Debian's
+//! source by scripts/test.sh) under `pyroscope exec`: the example's functions are found, the 3:1
+//! split of CPU time holds within 25%, the sleeping thread stays out (under 5% of the CPU time);
+//! blocking mode (the target paused through our own tracer) on the oldest and newest versions.
+//! Free-threaded: threads really run in parallel, and each counts with its own CPU time.
 
 mod common;
 use common::*;
 use std::time::Duration;
 
 fn profile_version(version: &str, blocking: bool) {
+    profile_python(&python(version), version, blocking);
+}
+
+fn profile_python(py: &std::path::Path, version: &str, blocking: bool) {
     let _slot = Slot::take();
-    let py = python(version);
     let out = tempdir(&format!("v{version}-{blocking}")).join("p.pb.gz");
     // 1,000 Hz for 4 s: each sample lands in slow_function with p = 3/4, so over ~4,000 samples
     // the split's spread (binomial) is ~2%, and 25% is far outside it. At 250 Hz it is ~7%, and
@@ -19,7 +23,7 @@ fn profile_version(version: &str, blocking: bool) {
         args.push("--pyspy-blocking");
     }
     let app = example_app();
-    args.extend_from_slice(&[path_str(&py), path_str(&app), "4"]);
+    args.extend_from_slice(&[path_str(py), path_str(&app), "4"]);
     let r = run(pyroscope(&args), Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
     assert!(
@@ -73,4 +77,90 @@ versions! {
     python_2_7_blocking: "2.7", true;
     python_3_11_blocking: "3.11", true;
     python_3_13_blocking: "3.13", true;
+}
+
+#[test]
+fn python_3_13t_free_threaded() {
+    profile_python(&python313t(), "3.13.15t", false);
+}
+
+#[test]
+fn python_3_13t_free_threaded_blocking() {
+    profile_python(&python313t(), "3.13.15t", true);
+}
+
+/// Free-threaded CPython has no GIL: two busy threads run at once on the two cores, both are
+/// sampled at the same ticks, and the profile holds each one's CPU time (about twice the wall
+/// time in all, where a GIL build gives at most once).
+#[test]
+fn free_threaded_threads_run_in_parallel_and_each_counts() {
+    let _slot = Slot::take();
+    let _other = Slot::take();
+    let out = tempdir("ft-parallel").join("p.pb.gz");
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--sample-rate",
+            "250",
+            "--output",
+            path_str(&out),
+            path_str(&python313t()),
+            path_str(&test_app("two_busy_threads.py")),
+            "3",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let samples = samples(&decode_pprof_gz(&std::fs::read(&out).unwrap()));
+    let total: i64 = samples.iter().map(|s| s.value).sum();
+    let (alpha, beta) = split(&samples, "alpha", "beta");
+    assert!(
+        total > 4_200_000_000,
+        "{total} ns of CPU in 3 s: the threads did not run in parallel"
+    );
+    for (name, t) in [("alpha", alpha), ("beta", beta)] {
+        assert!(t * 100 > total * 35, "{name}: {t} of {total} ns");
+    }
+    // More stacks than process samples: ticks that found both threads running.
+    let summary = r
+        .stderr
+        .lines()
+        .find(|l| l.contains(" samples of "))
+        .unwrap();
+    let n = |i: usize| -> u64 { summary.split_whitespace().nth(i).unwrap().parse().unwrap() };
+    assert!(n(5) > n(2), "{summary}");
+}
+
+/// `connect` to a free-threaded build whose executable is called plain `python3` (the build is
+/// known by its libpython3.13t).
+#[test]
+fn connect_to_a_free_threaded_python_named_python3() {
+    let _slot = Slot::take();
+    let py = python313t().parent().unwrap().join("python3");
+    let out = tempdir("ft-connect").join("p.txt");
+    let mut app = std::process::Command::new(&py)
+        .arg(example_app())
+        .arg("5")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = app.id().to_string();
+    let r = run(
+        pyroscope(&[
+            "connect",
+            "--pid",
+            &pid,
+            "--sample-rate",
+            "1000",
+            "--output",
+            path_str(&out),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(app.wait().unwrap().success());
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("CPython 3.13.15t"), "{}", r.stderr);
+    let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");
+    assert_split(s, f);
 }

@@ -31,6 +31,8 @@ pub struct Fixture {
     pub version: String,
     pub major: u64,
     pub minor: u64,
+    /// A free-threaded build (`layout 3.13t` in the file).
+    pub free_threaded: bool,
     pub interpreter_address: usize,
     /// What the live read gave.
     pub threads: Vec<Thread>,
@@ -62,8 +64,7 @@ impl Fixture {
     pub fn record(
         pid: u32,
         version: &str,
-        major: u64,
-        minor: u64,
+        (major, minor, free_threaded): (u64, u64, bool),
         interpreter_address: usize,
     ) -> Result<Fixture> {
         let mut frames = crate::frames_with_memory(
@@ -71,6 +72,7 @@ impl Fixture {
             Memory::recording(pid),
             major,
             minor,
+            free_threaded,
             interpreter_address,
             None,
         )
@@ -80,6 +82,7 @@ impl Fixture {
             version: version.to_string(),
             major,
             minor,
+            free_threaded,
             interpreter_address,
             threads,
             pages: Arc::new(frames.recorded()),
@@ -93,6 +96,7 @@ impl Fixture {
             Memory::replaying(self.pages.clone()),
             self.major,
             self.minor,
+            self.free_threaded,
             self.interpreter_address,
             None,
         )
@@ -105,7 +109,8 @@ impl Fixture {
             .with_context(|| format!("cannot write {}", path.display()))?;
         let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
         writeln!(gz, "version {}", self.version)?;
-        writeln!(gz, "layout {}.{}", self.major, self.minor)?;
+        let t = if self.free_threaded { "t" } else { "" };
+        writeln!(gz, "layout {}.{}{t}", self.major, self.minor)?;
         writeln!(gz, "interpreter {:#x}", self.interpreter_address)?;
         for t in &self.threads {
             writeln!(gz, "thread {} {}", t.thread_id, t.frames.len())?;
@@ -142,7 +147,9 @@ impl Fixture {
         };
         let version = field(&next(&mut r)?, "version")?;
         let layout = field(&next(&mut r)?, "layout")?;
+        let free_threaded = layout.ends_with('t');
         let (major, minor) = layout
+            .trim_end_matches('t')
             .split_once('.')
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
             .with_context(|| format!("bad layout {layout:?}"))?;
@@ -184,6 +191,7 @@ impl Fixture {
             version,
             major,
             minor,
+            free_threaded,
             interpreter_address,
             threads,
             pages: Arc::new(pages),

@@ -52,6 +52,11 @@ pub fn free_threaded_name(name: &str) -> Option<String> {
         .then(|| format!("{version}t"))
 }
 
+/// Whether process `pid` runs a free-threaded CPython (see [`free_threaded_build`]).
+pub fn is_free_threaded(pid: u32) -> bool {
+    free_threaded_build(pid).is_some()
+}
+
 /// Whether process `pid` runs a free-threaded CPython: its executable or a mapped libpython
 /// says so (the build's names carry the `t` ABI flag).
 fn free_threaded_build(pid: u32) -> Option<String> {
@@ -95,9 +100,7 @@ impl Runtime for Python {
 
     fn attach(&self, pid: u32, options: &AttachOptions) -> Result<Box<dyn Spy>, AttachError> {
         if let Some(build) = free_threaded_build(pid) {
-            return Err(AttachError::Unsupported(format!(
-                "free-threaded CPython {build} (built with --disable-gil) is not supported yet: its objects have another header, which neither this reader nor py-spy can read"
-            )));
+            return attach_free_threaded(pid, &build, options);
         }
         if let Some((frames, version)) = inherited(pid, options.gil_only) {
             log::debug!("process {pid}: same interpreter layout as its parent (forked)");
@@ -122,6 +125,7 @@ impl Runtime for Python {
             version: inner.version.to_string(),
             interpreter_address: inner.addresses.interpreter_address,
             threadstate_address: inner.addresses.threadstate_address,
+            free_threaded: false,
         };
         let engine = match own_reader(pid, &layout, options.gil_only) {
             Ok(frames) => {
@@ -139,6 +143,102 @@ impl Runtime for Python {
         };
         Ok(python_spy(pid, layout.version, engine, options))
     }
+}
+
+/// Free-threaded CPython (`--disable-gil`): read with our reader only, over the build's own
+/// layout (py-spy's reader has none: its reads would be garbage), and found without py-spy,
+/// whose search does not know these builds ([`locate_free_threaded`]).
+fn attach_free_threaded(
+    pid: u32,
+    build: &str,
+    options: &AttachOptions,
+) -> Result<Box<dyn Spy>, AttachError> {
+    const KNOWN_FREE_THREADED: &[&str] = &["3.13t"];
+    if !KNOWN_FREE_THREADED.contains(&build) {
+        return Err(AttachError::Unsupported(format!(
+            "free-threaded CPython {build} (built with --disable-gil) is not supported yet: its object layout is not known to this reader (free-threaded builds read: {})",
+            KNOWN_FREE_THREADED.join(", ")
+        )));
+    }
+    if std::env::var(READER_ENV).as_deref() == Ok("pyspy") {
+        return Err(AttachError::Unsupported(format!(
+            "free-threaded CPython {build} can only be read with our reader, and {READER_ENV}=pyspy asks for py-spy's"
+        )));
+    }
+    if let Some((frames, version)) = inherited(pid, false) {
+        return Ok(python_spy(pid, version, Engine::Own(frames), options));
+    }
+    let (major, minor, version, interpreter_address) =
+        locate_free_threaded(pid).map_err(AttachError::NotReady)?;
+    let layout = Layout {
+        key: maps_key(pid),
+        major,
+        minor,
+        version: format!("{version}t"),
+        interpreter_address,
+        threadstate_address: 0,
+        free_threaded: true,
+    };
+    if options.gil_only {
+        log::warn!("process {pid}: --gil-only has no meaning for free-threaded CPython (it has no GIL): every running thread counts");
+    }
+    // The interpreter may exist before its first thread state does: not ready until a read
+    // works.
+    let frames = own_reader(pid, &layout, false).map_err(AttachError::NotReady)?;
+    remember(pid, layout.clone());
+    Ok(python_spy(
+        pid,
+        layout.version,
+        Engine::Own(frames),
+        options,
+    ))
+}
+
+/// Version and interpreter address of a free-threaded 3.13+ CPython, from its own symbols:
+/// `Py_Version` (the packed version) and `_PyRuntime`, which starts with the debug offsets
+/// CPython keeps for out-of-process readers (`_Py_DebugOffsets`, cookie `xdebugpy`).
+pub fn locate_free_threaded(pid: u32) -> Result<(u64, u64, String, usize), String> {
+    use remoteprocess::ProcessMemory;
+    let process = remoteprocess::Process::new(pid as remoteprocess::Pid)
+        .map_err(|e| format!("process {pid}: {e}"))?;
+    let at = |symbol| spy::elf::symbol_address(pid, is_libpython, symbol);
+    let packed: u32 = process
+        .copy_struct(at("Py_Version")? as usize)
+        .map_err(|e| format!("reading Py_Version: {e}"))?;
+    let (major, minor, patch) = (
+        u64::from(packed >> 24),
+        u64::from((packed >> 16) & 0xff),
+        u64::from((packed >> 8) & 0xff),
+    );
+    let runtime = at("_PyRuntime")? as usize;
+    let interpreters_head = match (major, minor) {
+        (3, 13) => {
+            let offsets: py_spy::python_bindings::v3_13_0::_Py_DebugOffsets = process
+                .copy_struct(runtime)
+                .map_err(|e| format!("reading _PyRuntime: {e}"))?;
+            if offsets.cookie.map(|c| c as u8) != *b"xdebugpy" {
+                return Err("_PyRuntime does not start with CPython's debug offsets".into());
+            }
+            offsets.runtime_state.interpreters_head as usize
+        }
+        _ => {
+            return Err(format!(
+                "free-threaded CPython {major}.{minor}t is not known to this reader"
+            ))
+        }
+    };
+    let interpreter: usize = process
+        .copy_struct(runtime + interpreters_head)
+        .map_err(|e| format!("reading the interpreter list: {e}"))?;
+    if interpreter == 0 {
+        return Err("no interpreter yet".into());
+    }
+    Ok((
+        major,
+        minor,
+        format!("{major}.{minor}.{patch}"),
+        interpreter,
+    ))
 }
 
 fn python_spy(pid: u32, version: String, engine: Engine, options: &AttachOptions) -> Box<dyn Spy> {
@@ -168,6 +268,8 @@ struct Layout {
     interpreter_address: usize,
     /// Where the GIL holder is found.
     threadstate_address: usize,
+    /// A free-threaded build (no GIL; its own object layout).
+    free_threaded: bool,
 }
 
 /// The layouts of the processes read with our reader, by pid (children are attached from
@@ -232,15 +334,21 @@ fn own_reader(
         Ok("own") | Err(_) => {}
         Ok(other) => return Err(format!("{READER_ENV}={other} is neither own nor pyspy")),
     }
-    let gil = gil_only.then_some(layout.threadstate_address);
-    let mut frames = frames_for(
+    // A free-threaded build has no GIL: every running thread counts.
+    let gil = (gil_only && !layout.free_threaded).then_some(layout.threadstate_address);
+    let mut frames = frames_with_memory(
         pid,
+        memory::Memory::new(pid),
         layout.major,
         layout.minor,
+        layout.free_threaded,
         layout.interpreter_address,
         gil,
     )
-    .ok_or_else(|| format!("our reader does not know CPython {}", layout.version))?;
+    .ok_or_else(|| {
+        let t = if layout.free_threaded { "t" } else { "" };
+        format!("our reader does not know CPython {}{t}", layout.version)
+    })?;
     // Read while the program runs, a read can tear (a frame freed under it): one success of a
     // few tries is the check.
     let mut last = None;
@@ -271,6 +379,7 @@ pub fn frames_for(
         memory::Memory::new(pid),
         major,
         minor,
+        false,
         interpreter_address,
         gil_address,
     )
@@ -283,6 +392,7 @@ pub fn frames_with_memory(
     mem: memory::Memory,
     major: u64,
     minor: u64,
+    free_threaded: bool,
     interpreter_address: usize,
     gil_address: Option<usize>,
 ) -> Option<Box<dyn reader::Frames>> {
@@ -290,6 +400,14 @@ pub fn frames_with_memory(
     use reader::Reader;
     let a = interpreter_address;
     let g = gil_address;
+    if free_threaded {
+        return match (major, minor) {
+            (3, 13) => Some(Box::new(Reader::<v3_13_0t::_is>::with_memory(
+                pid, mem, a, None,
+            ))),
+            _ => None,
+        };
+    }
     Some(match (major, minor) {
         (2, 3..=7) => Box::new(Reader::<v2_7_15::_is>::with_memory(pid, mem, a, g)),
         (3, 3) => Box::new(Reader::<v3_3_7::_is>::with_memory(pid, mem, a, g)),
@@ -666,6 +784,44 @@ mod tests {
         ));
         assert_eq!(classify(999_999_999, &os(libc::EPERM)), AttachError::Gone);
         assert_eq!(os_error(&os(libc::ESRCH)), Some(libc::ESRCH));
+    }
+
+    /// The free-threaded 3.13 layout is the one CPython 3.13.15t's headers give (`offsetof`,
+    /// measured with gcc against `--disable-gil` and default builds): the object header grows
+    /// from 16 to 32 bytes, and every object struct moves with it; interpreter, thread and frame
+    /// structs stay where they are.
+    #[test]
+    fn free_threaded_3_13_layout() {
+        use py_spy::python_bindings::{v3_13_0 as d, v3_13_0t as t};
+        use std::mem::{offset_of, size_of};
+        assert_eq!(size_of::<t::PyObject>(), 32);
+        assert_eq!(offset_of!(t::PyObject, ob_type), 24);
+        assert_eq!(offset_of!(t::PyCodeObject, co_firstlineno), 84);
+        assert_eq!(offset_of!(t::PyCodeObject, co_filename), 128);
+        assert_eq!(offset_of!(t::PyCodeObject, co_name), 136);
+        assert_eq!(offset_of!(t::PyCodeObject, co_qualname), 144);
+        assert_eq!(offset_of!(t::PyCodeObject, co_linetable), 152);
+        assert_eq!(offset_of!(t::PyCodeObject, co_code_adaptive), 216);
+        assert_eq!(offset_of!(t::PyASCIIObject, length), 32);
+        assert_eq!(size_of::<t::PyASCIIObject>(), 56);
+        assert_eq!(offset_of!(t::PyBytesObject, ob_sval), 48);
+        // The same in both builds.
+        assert_eq!(
+            offset_of!(t::PyInterpreterState, threads.head),
+            offset_of!(d::PyInterpreterState, threads.head)
+        );
+        assert_eq!(
+            offset_of!(t::PyThreadState, current_frame),
+            offset_of!(d::PyThreadState, current_frame)
+        );
+        assert_eq!(
+            offset_of!(t::PyThreadState, native_thread_id),
+            offset_of!(d::PyThreadState, native_thread_id)
+        );
+        assert_eq!(
+            offset_of!(t::_PyInterpreterFrame, instr_ptr),
+            offset_of!(d::_PyInterpreterFrame, instr_ptr)
+        );
     }
 
     #[test]

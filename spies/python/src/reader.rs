@@ -115,7 +115,7 @@ macro_rules! data_stack {
         }
     )* };
 }
-data_stack!(v3_11_0, v3_12_0, v3_13_0, v3_14_0, v3_15_0);
+data_stack!(v3_11_0, v3_12_0, v3_13_0, v3_13_0t, v3_14_0, v3_15_0);
 
 /// CPython 3.12+'s `_gil_runtime_state` (the same from 3.12 to 3.15, as py-spy reads it).
 type GilState = py_spy::python_bindings::v3_13_0::_gil_runtime_state;

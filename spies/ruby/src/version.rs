@@ -69,67 +69,22 @@ pub fn fallback(version: &str) -> Option<Option<&'static str>> {
 /// Reads the `ruby_version` string out of the running process: the symbol is looked up in
 /// libruby (or the executable, for a static ruby) and read from memory.
 pub fn read(pid: u32) -> Result<String, String> {
-    let maps = spy::procfs::maps(pid).map_err(|e| format!("reading maps: {e}"))?;
-    // (start address, file offset, path) of every file mapping.
-    let mappings: Vec<(u64, u64, &str)> = maps
-        .iter()
-        .filter(|m| m.path.starts_with('/'))
-        .map(|m| (m.start, m.offset, m.path.as_str()))
-        .collect();
-    let exe = spy::procfs::exe(pid)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut candidates: Vec<&str> = mappings
-        .iter()
-        .map(|m| m.2)
-        .filter(|p| p.rsplit('/').next().is_some_and(crate::is_libruby))
-        .collect();
-    candidates.push(exe.as_str());
-    candidates.dedup();
-    for path in candidates {
-        let Some(&(start, _, _)) = mappings.iter().find(|m| m.2 == path && m.1 == 0) else {
-            continue;
-        };
-        // The process sees the file through its own root (containers).
-        let bytes = std::fs::read(spy::procfs::in_root(pid, path)).or_else(|_| std::fs::read(path));
-        let Ok(bytes) = bytes else { continue };
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
-            continue;
-        };
-        let find = |syms: &goblin::elf::Symtab, strs: &goblin::strtab::Strtab| {
-            syms.iter()
-                .find(|s| strs.get_at(s.st_name) == Some("ruby_version") && s.st_value != 0)
-                .map(|s| s.st_value)
-        };
-        let Some(value) =
-            find(&elf.dynsyms, &elf.dynstrtab).or_else(|| find(&elf.syms, &elf.strtab))
-        else {
-            continue;
-        };
-        let first_load = elf
-            .program_headers
-            .iter()
-            .filter(|h| h.p_type == goblin::elf::program_header::PT_LOAD)
-            .map(|h| h.p_vaddr & !0xfff)
-            .min()
-            .unwrap_or(0);
-        let addr = start - first_load + value;
-        let mut buf = [0u8; 16];
-        let process =
-            remoteprocess::Process::new(pid as remoteprocess::Pid).map_err(|e| e.to_string())?;
-        process
-            .read(addr as usize, &mut buf)
-            .map_err(|e| format!("reading ruby_version: {e}"))?;
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let text =
-            std::str::from_utf8(&buf[..end]).map_err(|_| "ruby_version is not text".to_string())?;
-        return if parse(text).is_some() {
-            Ok(text.to_string())
-        } else {
-            Err(format!("odd ruby_version {text:?}"))
-        };
+    let addr = spy::elf::symbol_address(pid, crate::is_libruby, "ruby_version")
+        .map_err(|e| e.replace("library", "libruby"))?;
+    let mut buf = [0u8; 16];
+    let process =
+        remoteprocess::Process::new(pid as remoteprocess::Pid).map_err(|e| e.to_string())?;
+    process
+        .read(addr as usize, &mut buf)
+        .map_err(|e| format!("reading ruby_version: {e}"))?;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let text =
+        std::str::from_utf8(&buf[..end]).map_err(|_| "ruby_version is not text".to_string())?;
+    if parse(text).is_some() {
+        Ok(text.to_string())
+    } else {
+        Err(format!("odd ruby_version {text:?}"))
     }
-    Err("no ruby_version symbol found (libruby not mapped yet?)".into())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! * [`procfs`]: every `/proc` file the agent and the spies read; [`ThreadStates`]: which
 //!   threads are on CPU, sample after sample.
 
+pub mod elf;
 pub mod on_cpu;
 pub mod procfs;
 mod thread_states;

@@ -3,6 +3,7 @@ pub mod v3_10_0;
 pub mod v3_11_0;
 pub mod v3_12_0;
 pub mod v3_13_0;
+pub mod v3_13_0t;
 pub mod v3_14_0;
 pub mod v3_15_0;
 pub mod v3_3_7;
