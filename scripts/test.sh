@@ -50,57 +50,50 @@ install_coreclr() { # root version
 install_coreclr "$DOTNET31_ROOT" 3.1.23
 install_coreclr "$DOTNET21_ROOT" 2.1.23
 
-# Ruby 3.3 (the tests of an MRI newer than the distribution's 3.1): Debian's ruby3.3 source
-# (trixie), from the Debian mirror this machine's apt uses, built once into ~/.cache/ruby33
-# (about 7 minutes on 2 cores). `make install HAVE_BASERUBY=no`: a plain `make install` tries
-# to download bundled gems and hangs here.
-export RUBY33_ROOT="${RUBY33_ROOT:-$HOME/.cache/ruby33}"
+# Interpreters built from Debian's sources (the orig tarballs, sha256-checked), fetched from the
+# Debian mirror this machine's apt uses, each built once into ~/.cache:
+# build_from_debian WHAT POOL_PATH SHA256 SOURCE_DIR PREFIX MAKE_INSTALL_ARG CONFIGURE_ARGS...
 debian_mirror() {
   { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources || true
     grep -hs '^deb ' /etc/apt/sources.list || true; } \
     | awk '{print $2}' | grep -E '/debian/?$' | head -1 || true
 }
-if [ ! -x "$RUBY33_ROOT/bin/ruby" ]; then
+build_from_debian() {
+  local what=$1 pool=$2 sha=$3 dir=$4 prefix=$5 install=$6 mirror src
+  shift 6
   mirror=$(debian_mirror)
   if [ -z "$mirror" ]; then
-    echo "error: no Debian mirror in apt's sources to fetch Ruby 3.3's source from" >&2
+    echo "error: no Debian mirror in apt's sources to fetch $what's source from" >&2
     exit 1
   fi
-  echo "building Ruby 3.3.8 from Debian's source into $RUBY33_ROOT (about 7 minutes)"
+  echo "building $what from Debian's source into $prefix"
   src=$(mktemp -d)
-  curl -fsSL --retry 3 -o "$src/ruby.tar.xz" "${mirror%/}/pool/main/r/ruby3.3/ruby3.3_3.3.8.orig.tar.xz"
-  echo "e2e1233ad275b7623a05edf23a01192626d1da454bdfe353a28a87acd8ef015c  $src/ruby.tar.xz" | sha256sum -c --quiet
-  tar -xJf "$src/ruby.tar.xz" -C "$src"
-  (cd "$src/ruby-3.3.8" \
-    && ./configure --prefix="$RUBY33_ROOT" --disable-install-doc --enable-shared >"$src/configure.log" 2>&1 \
+  curl -fsSL --retry 3 -o "$src/source.tar.xz" "${mirror%/}/pool/main/$pool"
+  echo "$sha  $src/source.tar.xz" | sha256sum -c --quiet
+  tar -xJf "$src/source.tar.xz" -C "$src"
+  (cd "$src/$dir" \
+    && ./configure --prefix="$prefix" "$@" >"$src/configure.log" 2>&1 \
     && make -j"$(nproc)" >"$src/make.log" 2>&1 \
-    && make install HAVE_BASERUBY=no >"$src/install.log" 2>&1) \
-    || { echo "error: building Ruby 3.3 failed; the end of its log:" >&2; tail -20 "$src"/*.log >&2; exit 1; }
+    && make install ${install:+"$install"} >"$src/install.log" 2>&1) \
+    || { echo "error: building $what failed; the end of its log:" >&2; tail -20 "$src"/*.log >&2; exit 1; }
   rm -rf "$src"
-fi
+}
 
-# A free-threaded CPython (3.13t: `--disable-gil`) for the test that such a build is refused
-# clearly: Debian's python3.13 source, built once into ~/.cache/cpython313t (about 5 minutes).
+# Ruby 3.3 (an MRI newer than the distribution's 3.1; trixie's ruby3.3), about 7 minutes on 2
+# cores. `make install HAVE_BASERUBY=no`: a plain `make install` tries to download bundled gems
+# and hangs here.
+export RUBY33_ROOT="${RUBY33_ROOT:-$HOME/.cache/ruby33}"
+[ -x "$RUBY33_ROOT/bin/ruby" ] || build_from_debian "Ruby 3.3.8" \
+  r/ruby3.3/ruby3.3_3.3.8.orig.tar.xz e2e1233ad275b7623a05edf23a01192626d1da454bdfe353a28a87acd8ef015c \
+  ruby-3.3.8 "$RUBY33_ROOT" HAVE_BASERUBY=no --disable-install-doc --enable-shared
+
+# Free-threaded CPython 3.13 (`--disable-gil`, python3.13t) for the free-threaded tests and the
+# error of an unknown free-threaded build, about 3 minutes.
 export CPYTHON313T_ROOT="${CPYTHON313T_ROOT:-$HOME/.cache/cpython313t}"
-if [ ! -x "$CPYTHON313T_ROOT/bin/python3.13t" ]; then
-  mirror=$(debian_mirror)
-  if [ -z "$mirror" ]; then
-    echo "error: no Debian mirror in apt's sources to fetch CPython 3.13's source from" >&2
-    exit 1
-  fi
-  echo "building free-threaded CPython 3.13.15 from Debian's source into $CPYTHON313T_ROOT (about 5 minutes)"
-  src=$(mktemp -d)
-  curl -fsSL --retry 3 -o "$src/python.tar.xz" "${mirror%/}/pool/main/p/python3.13/python3.13_3.13.15.orig.tar.xz"
-  echo "1e66a7945a48390ee4c2a4268a0e4185884059a13c4aab6d148aa208deea4a76  $src/python.tar.xz" | sha256sum -c --quiet
-  tar -xJf "$src/python.tar.xz" -C "$src"
-  (cd "$src/Python-3.13.15" \
-    && ./configure --prefix="$CPYTHON313T_ROOT" --disable-gil --enable-shared --without-ensurepip \
-         --disable-test-modules LDFLAGS="-Wl,-rpath,$CPYTHON313T_ROOT/lib" >"$src/configure.log" 2>&1 \
-    && make -j"$(nproc)" >"$src/make.log" 2>&1 \
-    && make install >"$src/install.log" 2>&1) \
-    || { echo "error: building CPython 3.13t failed; the end of its log:" >&2; tail -20 "$src"/*.log >&2; exit 1; }
-  rm -rf "$src"
-fi
+[ -x "$CPYTHON313T_ROOT/bin/python3.13t" ] || build_from_debian "free-threaded CPython 3.13.15" \
+  p/python3.13/python3.13_3.13.15.orig.tar.xz 1e66a7945a48390ee4c2a4268a0e4185884059a13c4aab6d148aa208deea4a76 \
+  Python-3.13.15 "$CPYTHON313T_ROOT" "" --disable-gil --enable-shared --without-ensurepip \
+  --disable-test-modules LDFLAGS="-Wl,-rpath,$CPYTHON313T_ROOT/lib"
 
 # Grafana Pyroscope for tests/real_server.rs, built once into ~/.cache from its Go module: the
 # newest release the Go module proxy serves, built inside the downloaded module so its replace

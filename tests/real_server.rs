@@ -29,6 +29,18 @@ fn pushed(proxy: &Proxy) -> Vec<pyroscope::pipeline::pprof::PprofProfile> {
         .collect()
 }
 
+/// `pyroscope exec --server-address <proxy> <args>`, which must succeed: the run and its time
+/// range.
+fn exec_through(proxy: &Proxy, args: &[&str]) -> (Run, (SystemTime, SystemTime)) {
+    let mut full = vec!["exec", "--server-address", proxy.url.as_str()];
+    full.extend_from_slice(args);
+    let started = SystemTime::now();
+    let r = run(pyroscope(&full), Duration::from_secs(90));
+    let ended = SystemTime::now();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    (r, (started, ended))
+}
+
 fn total(p: &pyroscope::pipeline::pprof::PprofProfile) -> i64 {
     p.sample.iter().map(|s| s.value[0]).sum()
 }
@@ -98,12 +110,9 @@ fn python_under_exec_and_connect() {
     let py = python("3.11");
     let app = example_app();
     let _slot = Slot::take();
-    let started = SystemTime::now();
-    let r = run(
-        pyroscope(&[
-            "exec",
-            "--server-address",
-            &proxy.url,
+    let (_, (started, ended)) = exec_through(
+        &proxy,
+        &[
             "--application-name",
             "real.python{env=test}",
             "--tag",
@@ -113,11 +122,8 @@ fn python_under_exec_and_connect() {
             path_str(&py),
             path_str(&app),
             "6",
-        ]),
-        Duration::from_secs(60),
+        ],
     );
-    let ended = SystemTime::now();
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
     let sent: i64 = pushed(&proxy).iter().map(total).sum();
     check_service(
         &server,
@@ -175,12 +181,9 @@ fn ruby_under_exec() {
     let rb = ruby();
     let app = repo().join("examples/ruby/app.rb");
     let _slot = Slot::take();
-    let started = SystemTime::now();
-    let r = run(
-        pyroscope(&[
-            "exec",
-            "--server-address",
-            &proxy.url,
+    let (_, (started, ended)) = exec_through(
+        &proxy,
+        &[
             "--application-name",
             "real.ruby",
             "--tag",
@@ -190,11 +193,8 @@ fn ruby_under_exec() {
             &rb,
             path_str(&app),
             "6",
-        ]),
-        Duration::from_secs(60),
+        ],
     );
-    let ended = SystemTime::now();
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
     let sent: i64 = pushed(&proxy).iter().map(total).sum();
     check_service(
         &server,
@@ -213,12 +213,9 @@ fn dotnet_under_exec() {
     let server = RealServer::start("dotnet");
     let proxy = Proxy::start(&server.url, false);
     let _slot = Slot::take();
-    let started = SystemTime::now();
-    let r = run(
-        pyroscope(&[
-            "exec",
-            "--server-address",
-            &proxy.url,
+    let (_, (started, ended)) = exec_through(
+        &proxy,
+        &[
             "--application-name",
             "real.dotnet",
             "--tag",
@@ -228,11 +225,8 @@ fn dotnet_under_exec() {
             path_str(&dotnet()),
             path_str(burn_dll()),
             "6",
-        ]),
-        Duration::from_secs(60),
+        ],
     );
-    let ended = SystemTime::now();
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
     let sent: i64 = pushed(&proxy).iter().map(total).sum();
     check_service(
         &server,
@@ -254,12 +248,9 @@ fn ingest_fallback() {
     let proxy = Proxy::start(&server.url, true);
     let py = python("3.11");
     let _slot = Slot::take();
-    let started = SystemTime::now();
-    let r = run(
-        pyroscope(&[
-            "exec",
-            "--server-address",
-            &proxy.url,
+    let (r, (started, ended)) = exec_through(
+        &proxy,
+        &[
             "--application-name",
             "real.ingest{env=old}",
             "--sample-rate",
@@ -267,11 +258,8 @@ fn ingest_fallback() {
             path_str(&py),
             path_str(&example_app()),
             "6",
-        ]),
-        Duration::from_secs(60),
+        ],
     );
-    let ended = SystemTime::now();
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
         r.stderr.contains("using /ingest from now on"),
         "{}",

@@ -136,27 +136,13 @@ fn ruby_3_3_under_exec_connect_and_blocking() {
 
     let dir = tempdir("ruby33");
     let out = dir.join("connect.txt");
-    let mut child = Command::new(&rb)
-        .arg(&app)
-        .arg("5")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id().to_string();
-    let r = run(
-        pyroscope(&[
-            "connect",
-            "--pid",
-            &pid,
-            "--sample-rate",
-            "1000",
-            "--output",
-            path_str(&out),
-        ]),
-        Duration::from_secs(30),
+    let mut program = Command::new(&rb);
+    program.arg(&app).arg("5");
+    let r = connect_to(
+        program,
+        Duration::from_millis(300),
+        &["--sample-rate", "1000", "--output", path_str(&out)],
     );
-    assert!(child.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let (s, f) = collapsed_split(
         &collapsed_file(&out),
@@ -170,28 +156,19 @@ fn ruby_3_3_under_exec_connect_and_blocking() {
     // the process) Ruby 3.3 fails most paused reads ("stack base and cfp address out of sync"):
     // open in issue 11, not tested here until fixed.
     let out = dir.join("blocking.txt");
-    let mut child = Command::new(&rb)
-        .arg(&app)
-        .arg("5")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id().to_string();
-    let r = run(
-        pyroscope(&[
-            "connect",
-            "--pid",
-            &pid,
+    let mut program = Command::new(&rb);
+    program.arg(&app).arg("5");
+    let r = connect_to(
+        program,
+        Duration::from_millis(300),
+        &[
             "--rbspy-blocking",
             "--sample-rate",
             "1000",
             "--output",
             path_str(&out),
-        ]),
-        Duration::from_secs(30),
+        ],
     );
-    assert!(child.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
         r.stderr.contains("read with the target paused"),

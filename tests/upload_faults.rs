@@ -487,16 +487,7 @@ fn the_next_run_sends_what_a_killed_run_left_in_the_spool() {
     for pid in child_pids.split_whitespace() {
         unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
     }
-    let spooled = std::fs::read_dir(&spool)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".window")
-        })
-        .count();
+    let spooled = spooled_windows(&spool);
     assert!(spooled >= 1, "nothing spooled");
 
     let server = Receiver::start_with(port, |_, _| Reply::status(200));
@@ -530,16 +521,7 @@ fn the_next_run_sends_what_a_killed_run_left_in_the_spool() {
         "{names:?}"
     );
     assert_eq!(names[spooled], "second.run");
-    let left = std::fs::read_dir(&spool)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".window")
-        })
-        .count();
+    let left = spooled_windows(&spool);
     assert_eq!(left, 0, "sent windows are deleted");
 }
 
@@ -556,3 +538,17 @@ while time.time() < end:
     busy()
     time.sleep(0.095)
 ";
+
+/// Windows waiting in a spool directory.
+fn spooled_windows(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".window")
+        })
+        .count()
+}

@@ -138,27 +138,13 @@ fn connect_to_a_free_threaded_python_named_python3() {
     let _slot = Slot::take();
     let py = python313t().parent().unwrap().join("python3");
     let out = tempdir("ft-connect").join("p.txt");
-    let mut app = std::process::Command::new(&py)
-        .arg(example_app())
-        .arg("5")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let pid = app.id().to_string();
-    let r = run(
-        pyroscope(&[
-            "connect",
-            "--pid",
-            &pid,
-            "--sample-rate",
-            "1000",
-            "--output",
-            path_str(&out),
-        ]),
-        Duration::from_secs(30),
+    let mut program = std::process::Command::new(&py);
+    program.arg(example_app()).arg("5");
+    let r = connect_to(
+        program,
+        Duration::from_millis(500),
+        &["--sample-rate", "1000", "--output", path_str(&out)],
     );
-    assert!(app.wait().unwrap().success());
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("CPython 3.13.15t"), "{}", r.stderr);
     let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");

@@ -39,23 +39,8 @@ impl Profile {
 
     /// The profile of some of its stacks (same window), carrying only the frames they use.
     pub fn subset(&self, stacks: &[(Vec<u32>, Weight)]) -> Profile {
-        let mut remap: HashMap<u32, u32> = HashMap::new();
-        let mut frames = Vec::new();
-        let stacks = stacks
-            .iter()
-            .map(|(stack, w)| {
-                let s = stack
-                    .iter()
-                    .map(|&id| {
-                        *remap.entry(id).or_insert_with(|| {
-                            frames.push(self.frames[id as usize].clone());
-                            (frames.len() - 1) as u32
-                        })
-                    })
-                    .collect();
-                (s, *w)
-            })
-            .collect();
+        let (frames, stacks) =
+            reindex(&self.frames, stacks.iter().map(|(s, w)| (s.as_slice(), *w)));
         Profile {
             frames,
             stacks,
@@ -276,23 +261,9 @@ impl Aggregator {
         end: SystemTime,
         spy_name: &'static str,
     ) -> Profile {
-        // Re-index so the profile carries only the frames it uses.
-        let mut remap: HashMap<u32, u32> = HashMap::new();
-        let mut frames = Vec::new();
-        let mut stacks: Vec<(Vec<u32>, Weight)> = counts
-            .map(|(stack, n)| {
-                let s = stack
-                    .iter()
-                    .map(|&id| {
-                        *remap.entry(id).or_insert_with(|| {
-                            frames.push(self.frames[id as usize].clone());
-                            (frames.len() - 1) as u32
-                        })
-                    })
-                    .collect();
-                (s, n)
-            })
-            .collect();
+        let counts: Vec<(Vec<u32>, Weight)> = counts.collect();
+        let (frames, mut stacks) =
+            reindex(&self.frames, counts.iter().map(|(s, w)| (s.as_slice(), *w)));
         stacks.sort();
         Profile {
             frames,
@@ -303,6 +274,30 @@ impl Aggregator {
             spy_name,
         }
     }
+}
+
+/// Stacks renumbered over only the frames they use (of `all`), and those frames.
+fn reindex<'a>(
+    all: &[Frame],
+    stacks: impl Iterator<Item = (&'a [u32], Weight)>,
+) -> (Vec<Frame>, Vec<(Vec<u32>, Weight)>) {
+    let mut remap: HashMap<u32, u32> = HashMap::new();
+    let mut frames = Vec::new();
+    let stacks = stacks
+        .map(|(stack, w)| {
+            let s = stack
+                .iter()
+                .map(|&id| {
+                    *remap.entry(id).or_insert_with(|| {
+                        frames.push(all[id as usize].clone());
+                        (frames.len() - 1) as u32
+                    })
+                })
+                .collect();
+            (s, w)
+        })
+        .collect();
+    (frames, stacks)
 }
 
 /// The spy with the most samples (a process tree rarely mixes runtimes).

@@ -106,6 +106,22 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Run {
     }
 }
 
+/// Starts `program` (its stdout discarded), gives it `settle` to start, profiles it with
+/// `pyroscope connect --pid <its pid> <args>` until it exits, and checks that it succeeded.
+pub fn connect_to(mut program: Command, settle: Duration, args: &[&str]) -> Run {
+    let mut child = program
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the program");
+    std::thread::sleep(settle);
+    let pid = child.id().to_string();
+    let mut full = vec!["connect", "--pid", pid.as_str()];
+    full.extend_from_slice(args);
+    let r = run(pyroscope(&full), Duration::from_secs(30));
+    assert!(child.wait().unwrap().success(), "the program failed");
+    r
+}
+
 pub fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pyroscope-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
