@@ -345,10 +345,8 @@ fn own_reader(
         layout.interpreter_address,
         gil,
     )
-    .ok_or_else(|| {
-        let t = if layout.free_threaded { "t" } else { "" };
-        format!("our reader does not know CPython {}{t}", layout.version)
-    })?;
+    // A free-threaded build's version carries its `t` already (`3.14.0t`).
+    .ok_or_else(|| format!("our reader does not know CPython {}", layout.version))?;
     // Read while the program runs, a read can tear (a frame freed under it): one success of a
     // few tries is the check.
     let mut last = None;
