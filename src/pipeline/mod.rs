@@ -7,9 +7,11 @@
 //! [`Pipeline`] is what the session sees of all this.
 
 pub mod aggregate;
+pub mod http;
 pub mod output;
 pub mod pprof;
 pub mod push;
+pub mod queue;
 pub mod spool;
 pub mod upload;
 pub mod window;

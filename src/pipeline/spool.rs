@@ -9,7 +9,7 @@
 //! One agent uses a directory at a time (an exclusive `flock` on `DIR/.lock`).
 
 use super::push::{LabelPair, Labels};
-use super::upload::Job;
+use super::queue::Job;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use prost::Message;

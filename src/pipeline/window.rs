@@ -58,6 +58,15 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
 }
 
+/// `12:00:10-12:00:20 UTC` (a window's wall-clock time, as logs and the summary name it).
+pub fn describe_window((start, end): (SystemTime, SystemTime)) -> String {
+    let hms = |t: SystemTime| {
+        let s = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    format!("{}-{} UTC", hms(start), hms(end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +77,15 @@ mod tests {
         assert_eq!(
             align_down(t, Duration::from_secs(10)),
             UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn windows_are_described_in_utc() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            describe_window((t, t + Duration::from_secs(10))),
+            "22:13:20-22:13:30 UTC"
         );
     }
 

@@ -1,6 +1,7 @@
 //! What the session counts, and the end-of-run summary it prints.
 
-use crate::pipeline::upload::{describe_window, UploadStats};
+use crate::pipeline::upload::UploadStats;
+use crate::pipeline::window::describe_window;
 use std::time::Duration;
 
 /// Counts over the whole run.
