@@ -99,7 +99,7 @@ fn exec_uploads_ruby_stacks_with_the_split() {
 }
 
 /// Ruby 3.3 (built from Debian's source by scripts/test.sh), live: `exec` with uploads,
-/// `connect`, and `connect --rbspy-blocking`, each with the 3:1 split within 25% at 1,000 Hz. rbspy
+/// `connect`, `exec --rbspy-blocking` and `connect --rbspy-blocking`, each with the 3:1 split within 25% at 1,000 Hz. rbspy
 /// names Ruby 3.x methods with their owner (`Object#slow_function`) from 3.2 on.
 #[test]
 fn ruby_3_3_under_exec_connect_and_blocking() {
@@ -152,9 +152,65 @@ fn ruby_3_3_under_exec_connect_and_blocking() {
     eprintln!("ruby 3.3 connect: slow {s} fast {f}");
     assert_split(s, f);
 
-    // Blocking, under connect (remoteprocess's lock). Under exec (the agent's tracer pauses
-    // the process) Ruby 3.3 fails most paused reads ("stack base and cfp address out of sync"):
-    // open in issue 11, not tested here until fixed.
+    // Blocking, under exec (the agent's tracer pauses the process). Stopping every thread once
+    // broke the sleep of Ruby 3.3's timer thread (epoll_wait, EINTR) 1,000 times a second, so
+    // its time slices never ended: a thread waiting for the GVL never got it (here: a thread
+    // started after the profiler never ran) and 99.9% of the reads failed. Threads asleep in the
+    // kernel are now left alone.
+    let out = dir.join("exec-blocking.txt");
+    let script = format!(
+        "$woke = 0; Thread.new {{ loop {{ sleep 0.05; $woke += 1 }} }}; load '{}'; puts \"woke #{{$woke}}\"",
+        app.display()
+    );
+    let woke = |stdout: &str| -> u32 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("woke ")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no 'woke N' line: {stdout}"))
+    };
+    // Without the profiler (the waking thread waits for the GVL up to a time slice, 100 ms).
+    let plain = Command::new(&rb)
+        .args(["-e", &script, "4"])
+        .output()
+        .unwrap();
+    let plain = woke(&String::from_utf8_lossy(&plain.stdout));
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--rbspy-blocking",
+            "--sample-rate",
+            "1000",
+            "--output",
+            path_str(&out),
+            &rb,
+            "-e",
+            &script,
+            "4",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let profiled = woke(&r.stdout);
+    assert!(
+        profiled * 2 >= plain,
+        "a thread started under the profiler woke {profiled} times in 4 s, {plain} times without it"
+    );
+    // Reads fail only while Ruby starts (~0.1 s).
+    let (samples, errors) = summary_counts(&r.stderr);
+    assert!(
+        errors * 5 < samples,
+        "{errors} failed reads for {samples} samples: {}",
+        r.stderr
+    );
+    let (s, f) = collapsed_split(
+        &collapsed_file(&out),
+        "Object#slow_function",
+        "Object#fast_function",
+    );
+    eprintln!("ruby 3.3 exec blocking: slow {s} fast {f}, {samples} samples, {errors} errors, sleeper woke {profiled} times ({plain} unprofiled)");
+    assert_split(s, f);
+
+    // Blocking, under connect (each runnable thread seized and stopped per read).
     let out = dir.join("blocking.txt");
     let mut program = Command::new(&rb);
     program.arg(&app).arg("5");

@@ -1,9 +1,10 @@
 //! The processes around the agent: starting the `exec` child under ptrace ([`launch`]),
-//! following its process tree ([`tracer`]), signals reaching pyroscope and their relay to the
+//! following its process tree ([`tracer`]), pausing a process it does not trace ([`pause`]), signals reaching pyroscope and their relay to the
 //! child ([`signals`]), how a process ended ([`exit`]), users and groups ([`users`]).
 
 pub mod exit;
 pub mod launch;
+pub mod pause;
 pub mod signals;
 pub mod tracer;
 pub mod users;

@@ -9,6 +9,7 @@ use super::exit::{wait, Exit, Status};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
+use spy::pause::Quiet;
 use spy::PauseError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -339,11 +340,30 @@ impl Tracer {
 
     /// Stops every thread of `pid` (for a consistent read) and returns once all are stopped.
     pub fn pause(&mut self, pid: Pid, timeout: Duration) -> Result<(), PauseError> {
-        let tids: Vec<Pid> = self
-            .tracees
+        self.pause_threads(pid, &|_| false, timeout)
+    }
+
+    /// The threads of `pid` that run (not stopped by the tracer).
+    pub fn running_threads(&self, pid: Pid) -> Vec<u32> {
+        self.tracees
             .iter()
             .filter(|(_, t)| t.tgid == pid && t.state == State::Running)
-            .map(|(&tid, _)| tid)
+            .map(|(&tid, _)| tid.as_raw() as u32)
+            .collect()
+    }
+
+    /// Stops the threads of `pid` but those `leave` names, and returns once they are stopped.
+    fn pause_threads(
+        &mut self,
+        pid: Pid,
+        leave: &dyn Fn(u32) -> bool,
+        timeout: Duration,
+    ) -> Result<(), PauseError> {
+        let tids: Vec<Pid> = self
+            .running_threads(pid)
+            .into_iter()
+            .filter(|&tid| !leave(tid))
+            .map(|tid| Pid::from_raw(tid as i32))
             .collect();
         for tid in tids {
             if ptrace::interrupt(tid).is_ok() {
@@ -439,16 +459,29 @@ impl Tracer {
     }
 }
 
-/// [`spy::Pauser`] that pauses through the tracer.
-pub struct TracerPauser<'a>(pub &'a mut Tracer);
+/// [`spy::Pauser`] that pauses through the tracer. Threads asleep in the kernel are left alone
+/// (stopping one breaks its sleep with `EINTR`, see [`spy::pause`]).
+pub struct TracerPauser<'a> {
+    pub tracer: &'a mut Tracer,
+    pub quiet: &'a mut Quiet,
+}
+
+impl spy::pause::Stopper for Tracer {
+    fn running(&mut self, pid: u32) -> Vec<u32> {
+        self.running_threads(Pid::from_raw(pid as i32))
+    }
+
+    fn stop(&mut self, pid: u32, leave: &dyn Fn(u32) -> bool) -> Result<(), PauseError> {
+        self.pause_threads(Pid::from_raw(pid as i32), leave, Duration::from_millis(200))
+    }
+}
 
 impl spy::Pauser for TracerPauser<'_> {
     fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), PauseError> {
-        let pid = Pid::from_raw(pid as i32);
-        self.0.pause(pid, Duration::from_millis(200))?;
-        read();
-        self.0.resume(pid);
-        Ok(())
+        let result = spy::pause::read_paused(self.quiet, self.tracer, pid, read);
+        // Also after a failed round: the threads an earlier round stopped run again.
+        self.tracer.resume(Pid::from_raw(pid as i32));
+        result
     }
 }
 

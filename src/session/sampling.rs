@@ -7,8 +7,10 @@ use super::report::Stats;
 use super::targets::{TargetState, Targets};
 use crate::logging::RateLimit;
 use crate::pipeline::Pipeline;
+use crate::process::pause::AttachPauser;
 use crate::process::tracer::{Tracer, TracerPauser};
 use nix::unistd::Pid;
+use spy::pause::Quiet;
 use spy::{PauseError, Pauser, SampleError, Stack};
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,8 @@ pub(super) struct Sampler {
     blocking: Vec<&'static str>,
     /// Reused from sample to sample.
     stacks: Vec<Stack>,
+    /// Which threads a pause may leave running (blocking mode).
+    quiet: Quiet,
     panic_log: RateLimit,
     pub stats: Stats,
 }
@@ -29,6 +33,7 @@ impl Sampler {
         Sampler {
             blocking,
             stacks: Vec::new(),
+            quiet: Quiet::default(),
             panic_log: RateLimit::new(Duration::from_secs(10)),
             stats: Stats::default(),
         }
@@ -68,14 +73,20 @@ impl Sampler {
                 .is_some_and(|t| t.traces(Pid::from_raw(pid as i32)));
             let result = {
                 let mut tracer_pauser;
-                let mut lock_pauser = RemoteLockPauser;
+                let mut attach_pauser;
                 let inner: Option<&mut dyn Pauser> = match (blocking, traced) {
                     (false, _) => None,
                     (true, true) => {
-                        tracer_pauser = TracerPauser(tracer.as_deref_mut().expect("traced"));
+                        tracer_pauser = TracerPauser {
+                            tracer: tracer.as_deref_mut().expect("traced"),
+                            quiet: &mut self.quiet,
+                        };
                         Some(&mut tracer_pauser)
                     }
-                    (true, false) => Some(&mut lock_pauser),
+                    (true, false) => {
+                        attach_pauser = AttachPauser(&mut self.quiet);
+                        Some(&mut attach_pauser)
+                    }
                 };
                 let mut counting = inner.map(|inner| CountingPauser { inner, reads: 0 });
                 let reads_before = spy.memory_reads();
@@ -172,21 +183,6 @@ impl Pauser for CountingPauser<'_> {
         });
         self.reads += u64::from(ran);
         result
-    }
-}
-
-/// Pauses through remoteprocess (PTRACE_SEIZE per sample) when the agent is not the tracer.
-struct RemoteLockPauser;
-
-impl Pauser for RemoteLockPauser {
-    fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), PauseError> {
-        let process = remoteprocess::Process::new(pid as remoteprocess::Pid)
-            .map_err(|e| PauseError::Failed(e.to_string()))?;
-        let _lock = process
-            .lock()
-            .map_err(|e| PauseError::Failed(format!("cannot pause process {pid}: {e}")))?;
-        read();
-        Ok(())
     }
 }
 

@@ -176,3 +176,22 @@ impl Drop for Slot {
         FREED.notify_one();
     }
 }
+
+/// From pyroscope's summary line ("N samples of M stacks taken (E errors, ..."): (N, E).
+pub fn summary_counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" samples of ") && l.contains(" errors"))
+        .unwrap_or_else(|| panic!("no summary line: {stderr}"));
+    let number_before = |word: &str| -> u64 {
+        let at = line
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} in {line}"));
+        line[..at]
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a number before {word} in {line}"))
+    };
+    (number_before(" samples of"), number_before(" errors"))
+}

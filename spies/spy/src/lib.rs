@@ -15,6 +15,7 @@
 
 pub mod elf;
 pub mod on_cpu;
+pub mod pause;
 pub mod procfs;
 mod thread_states;
 
@@ -74,7 +75,9 @@ impl fmt::Display for PauseError {
 /// of the target, so only it can stop the threads (a second `PTRACE_SEIZE` by the spy library
 /// would fail with EPERM).
 pub trait Pauser {
-    /// Stops all threads of `pid`, runs `read`, resumes them.
+    /// Stops the threads of `pid` that can change its memory, runs `read`, resumes them. A
+    /// pauser that leaves threads asleep in the kernel running ([`pause`]) runs `read` again,
+    /// with every thread stopped, when one of them woke meanwhile: the last read counts.
     fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), PauseError>;
 }
 

@@ -123,23 +123,18 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
     }
 }
 
-/// Runs `read` inside `pauser`'s pause of `pid` (as `read(true)`), or at once without a pauser
-/// (`read(false)`).
+/// Runs `read` inside `pauser`'s pause of `pid` (as `read(true)`; the last read counts when the
+/// pauser reads again), or at once without a pauser (`read(false)`).
 pub fn with_pauser<T>(
     pauser: Option<&mut dyn Pauser>,
     pid: u32,
-    read: impl FnOnce(bool) -> T,
+    mut read: impl FnMut(bool) -> T,
 ) -> Result<T, PauseError> {
     let Some(pauser) = pauser else {
         return Ok(read(false));
     };
-    let mut read = Some(read);
     let mut result = None;
-    pauser.paused(pid, &mut || {
-        if let Some(read) = read.take() {
-            result = Some(read(true));
-        }
-    })?;
+    pauser.paused(pid, &mut || result = Some(read(true)))?;
     result.ok_or_else(|| PauseError::Failed("process could not be paused".into()))
 }
 

@@ -289,6 +289,17 @@ pub fn children_of(pids: &[u32]) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// The thread ids of process `pid` (`/proc/PID/task`); empty when it is gone.
+pub fn threads(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every process id in `/proc`.
 pub fn pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
