@@ -95,6 +95,26 @@ export CPYTHON313T_ROOT="${CPYTHON313T_ROOT:-$HOME/.cache/cpython313t}"
   Python-3.13.15 "$CPYTHON313T_ROOT" "" --disable-gil --enable-shared --without-ensurepip \
   --disable-test-modules LDFLAGS="-Wl,-rpath,$CPYTHON313T_ROOT/lib"
 
+# CPython 3.14: no pyenv or Debian build is reachable from these machines; Maven Central has
+# JavaCPP's (org.bytedeco:cpython 3.14.3-1.5.13, linux-x86_64: a shared-libpython CPython with
+# its standard library, run in place through its $ORIGIN runpath). sha256-checked, unpacked with
+# pyenv's Python (no unzip needed).
+export CPYTHON314_ROOT="${CPYTHON314_ROOT:-$HOME/.cache/cpython314}"
+if [ ! -x "$CPYTHON314_ROOT/bin/python3.14" ]; then
+  echo "installing CPython 3.14.3 (Maven Central, org.bytedeco:cpython) into $CPYTHON314_ROOT"
+  src=$(mktemp -d)
+  curl -fsSL --retry 3 -o "$src/cpython.jar" \
+    https://repo1.maven.org/maven2/org/bytedeco/cpython/3.14.3-1.5.13/cpython-3.14.3-1.5.13-linux-x86_64.jar
+  echo "eb5f1a6fe2dc498ac18927189a37f28a47b0ba06ae6bd85112eff023fe2eb46f  $src/cpython.jar" | sha256sum -c --quiet
+  "$(ls -d "$PYENV_ROOT/versions/3.11".* | tail -1)/bin/python" -m zipfile -e "$src/cpython.jar" "$src/x"
+  mkdir -p "$(dirname "$CPYTHON314_ROOT")"
+  rm -rf "$CPYTHON314_ROOT"
+  mv "$src/x/org/bytedeco/cpython/linux-x86_64" "$CPYTHON314_ROOT"
+  chmod +x "$CPYTHON314_ROOT"/bin/*
+  rm -rf "$src"
+  "$CPYTHON314_ROOT/bin/python3.14" -c 'import sys; assert sys.version_info[:2] == (3, 14), sys.version'
+fi
+
 # Grafana Pyroscope for tests/real_server.rs, built once into ~/.cache from its Go module: the
 # newest release the Go module proxy serves, built inside the downloaded module so its replace
 # directives apply. The proxy answers 403 for github.com/grafana/pyroscope (every version, as

@@ -302,25 +302,104 @@ fn unsupported_python_version() {
 
 /// Copies pyenv's libpython3.11 and patches its `Py_Version` constant to 3.99.
 fn fake_python_3_99(dir: &std::path::Path) -> std::path::PathBuf {
-    let py = python("3.11");
+    fake_libpython(dir, "3.11", 99, 7)
+}
+
+/// Copies pyenv's libpython of `version` (3.11+) into `dir`, its `Py_Version` patched to claim
+/// 3.`minor`.`micro`.
+fn fake_libpython(
+    dir: &std::path::Path,
+    version: &str,
+    minor: u8,
+    micro: u8,
+) -> std::path::PathBuf {
+    let py = python(version);
+    let name = format!("libpython{version}.so.1.0");
     let src = py
         .parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("lib/libpython3.11.so.1.0");
-    let dst = dir.join("libpython3.11.so.1.0");
+        .join("lib")
+        .join(&name);
+    let dst = dir.join(&name);
     std::fs::copy(&src, &dst).unwrap();
     let at = elf_symbol_file_offset(&src, "Py_Version");
     let mut bytes = std::fs::read(&dst).unwrap();
+    let real_minor: u8 = version[2..].parse().unwrap();
     assert_eq!(
         &bytes[at + 2..at + 4],
-        &[0x0b, 0x03],
-        "Py_Version is 3.11.x"
+        &[real_minor, 0x03],
+        "Py_Version is {version}.x"
     );
-    bytes[at + 2] = 99;
+    bytes[at + 1] = micro;
+    bytes[at + 2] = minor;
     std::fs::write(&dst, bytes).unwrap();
     dst
+}
+
+/// A patch release newer than any checked with this build (a real 3.11.7 whose libpython says
+/// 3.11.99) is read with the 3.11 layout after one warning, and trusted once its first stacks
+/// look right: the split holds. A release whose claimed minor version's layout does not fit
+/// (a 3.12 claiming 3.13.99) is not read: one warning names why, the program runs undisturbed.
+#[test]
+fn a_newer_patch_release_is_read_with_its_minor_versions_layout() {
+    let _slot = Slot::take();
+    let dir = tempdir("newer-patch");
+    let lib = fake_libpython(&dir, "3.11", 11, 99);
+    let out = dir.join("p.txt");
+    let mut cmd = pyroscope(&[
+        "exec",
+        "--sample-rate",
+        "1000",
+        "--output",
+        path_str(&out),
+        path_str(&python("3.11")),
+        path_str(&example_app()),
+        "3",
+    ]);
+    cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap());
+    let r = run(cmd, Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warn:")).collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stderr);
+    assert!(
+        warnings[0].contains("CPython 3.11.99")
+            && warnings[0].contains("newest 3.11 release checked with this build (3.11.7)")
+            && warnings[0].contains("3.11 layout"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        r.stderr
+            .contains("the 3.11 layout reads CPython 3.11.99 correctly"),
+        "{}",
+        r.stderr
+    );
+    let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");
+    assert_split(s, f);
+
+    let dir = tempdir("wrong-layout");
+    let lib = fake_libpython(&dir, "3.12", 13, 99);
+    let mut cmd = pyroscope(&[
+        "exec",
+        "--output",
+        path_str(&dir.join("p.txt")),
+        path_str(&python("3.12")),
+        "-c",
+        "import time, sys\nt = time.time() + 2\nwhile time.time() < t: pass\nsys.exit(5)",
+    ]);
+    cmd.env("LD_LIBRARY_PATH", lib.parent().unwrap());
+    let r = run(cmd, Duration::from_secs(30));
+    assert_eq!(r.code, Some(5), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("looks like Python but no spy could attach")
+            && r.stderr.contains("interpreter"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A process that looks like Python (its executable is called `python3`) but is not one: the

@@ -25,10 +25,14 @@ fn fixtures() -> Vec<PathBuf> {
 #[test]
 fn every_recorded_fixture_replays_to_its_stacks() {
     let files = fixtures();
-    assert!(files.len() >= 9, "{files:?}");
+    assert!(files.len() >= 12, "{files:?}");
     assert!(
         files.iter().any(|f| f.to_string_lossy().contains("3.13t")),
         "a free-threaded recording"
+    );
+    assert!(
+        files.iter().any(|f| f.to_string_lossy().contains("3.14-")),
+        "a CPython 3.14 recording"
     );
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

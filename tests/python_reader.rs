@@ -198,4 +198,5 @@ versions! {
     same_stacks_as_pyspy_3_11: "3.11";
     same_stacks_as_pyspy_3_12: "3.12";
     same_stacks_as_pyspy_3_13: "3.13";
+    same_stacks_as_pyspy_3_14: "3.14";
 }

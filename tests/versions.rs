@@ -1,7 +1,8 @@
-//! Every supported CPython (2.7, 3.6 to 3.13, from pyenv; free-threaded 3.13t built from Debian's
-//! source by scripts/test.sh) under `pyroscope exec`: the example's functions are found, the 3:1
+//! Every supported CPython (2.7, 3.6 to 3.13, from pyenv; 3.14 from Maven Central and
+//! free-threaded 3.13t built from Debian's source, by scripts/test.sh) under `pyroscope exec`: the example's functions are found, the 3:1
 //! split of CPU time holds within 25%, the sleeping thread stays out (under 5% of the CPU time);
-//! blocking mode (the target paused through our own tracer) on the oldest and newest versions.
+//! blocking mode (the target paused through our own tracer) on the oldest and newest versions;
+//! `connect` to the newest.
 //! Free-threaded: threads really run in parallel, and each counts with its own CPU time.
 
 mod common;
@@ -74,9 +75,11 @@ versions! {
     python_3_11: "3.11", false;
     python_3_12: "3.12", false;
     python_3_13: "3.13", false;
+    python_3_14: "3.14", false;
     python_2_7_blocking: "2.7", true;
     python_3_11_blocking: "3.11", true;
     python_3_13_blocking: "3.13", true;
+    python_3_14_blocking: "3.14", true;
 }
 
 #[test]
@@ -149,4 +152,31 @@ fn connect_to_a_free_threaded_python_named_python3() {
     assert!(r.stderr.contains("CPython 3.13.15t"), "{}", r.stderr);
     let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");
     assert_split(s, f);
+}
+
+/// `connect` to CPython 3.14, plain and blocking (each runnable thread seized for the read).
+#[test]
+fn connect_to_python_3_14() {
+    let _slot = Slot::take();
+    for blocking in [false, true] {
+        let out = tempdir(&format!("connect-314-{blocking}")).join("p.txt");
+        let mut program = std::process::Command::new(python("3.14"));
+        program.arg(example_app()).arg("5");
+        let mut args = vec!["--sample-rate", "1000", "--output", path_str(&out)];
+        if blocking {
+            args.push("--pyspy-blocking");
+        }
+        let r = connect_to(program, Duration::from_millis(500), &args);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(r.stderr.contains("CPython 3.14."), "{}", r.stderr);
+        assert_eq!(
+            r.stderr.contains("read with the target paused"),
+            blocking,
+            "{}",
+            r.stderr
+        );
+        let (s, f) = collapsed_split(&collapsed_file(&out), "slow_function", "fast_function");
+        eprintln!("3.14 connect (blocking {blocking}): slow {s} fast {f}");
+        assert_split(s, f);
+    }
 }

@@ -4,8 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A pyenv CPython, e.g. `python("3.11")`. Missing interpreters fail the test: CI must have them.
+/// A pyenv CPython, e.g. `python("3.11")`; "3.14" is Maven Central's build that scripts/test.sh
+/// installs (`$CPYTHON314_ROOT`, by default `~/.cache/cpython314`). Missing interpreters fail the
+/// test: CI must have them.
 pub fn python(version: &str) -> PathBuf {
+    if version == "3.14" {
+        let root = std::env::var_os("CPYTHON314_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cpython314")
+            });
+        let py = root.join("bin/python3.14");
+        assert!(
+            py.exists(),
+            "CPython 3.14 is missing at {} (scripts/test.sh installs it from Maven Central)",
+            py.display()
+        );
+        return py;
+    }
     let root = std::env::var("PYENV_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {

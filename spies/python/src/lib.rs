@@ -13,6 +13,7 @@
 pub mod fixture;
 pub mod memory;
 pub mod reader;
+mod release;
 
 /// py-spy itself, for tests and tools that compare with its reader.
 pub use py_spy;
@@ -244,6 +245,7 @@ pub fn locate_free_threaded(pid: u32) -> Result<(u64, u64, String, usize), Strin
 fn python_spy(pid: u32, version: String, engine: Engine, options: &AttachOptions) -> Box<dyn Spy> {
     let reader = PythonReader {
         pid,
+        unverified: release::unverified(pid, &version),
         version,
         engine,
         tids: spy::tids::TidMap::default(),
@@ -481,6 +483,8 @@ fn classify(pid: u32, err: &anyhow::Error) -> AttachError {
 struct PythonReader {
     pid: u32,
     version: String,
+    /// Set while a release newer than the checked ones is on trial ([`release`]).
+    unverified: Option<release::Unverified>,
     engine: Engine,
     tids: spy::tids::TidMap,
     /// Whether the last read met a thread state whose OS thread is not listed (own reader only:
@@ -575,6 +579,24 @@ impl StackReader for PythonReader {
     }
 
     fn stacks(
+        &mut self,
+        raw: Raw,
+        activity: &ThreadActivity,
+        out: &mut Vec<Stack>,
+    ) -> Result<(), SampleError> {
+        let first = out.len();
+        let result = self.make_stacks(raw, activity, out);
+        if let Some(u) = &mut self.unverified {
+            if u.check(out, first, result.is_err())? {
+                self.unverified = None;
+            }
+        }
+        result
+    }
+}
+
+impl PythonReader {
+    fn make_stacks(
         &mut self,
         raw: Raw,
         activity: &ThreadActivity,
