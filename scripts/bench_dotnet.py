@@ -6,8 +6,11 @@ thread (plus a sleeping thread). Configurations, interleaved and repeated, media
   * baseline: the program alone;
   * exec (traced): `pyroscope exec`, the agent is the program's ptrace tracer (follows its
     forks and execs), as for Python and Ruby;
-  * exec (untraced): `pyroscope exec` with .NET processes released from ptrace once recognised;
-  * connect: `pyroscope connect --pid`, no ptrace at all.
+  * exec (untraced): `pyroscope exec` with .NET processes released from ptrace once recognised
+    (the default);
+  * connect: `pyroscope connect --pid`, no ptrace at all;
+each with the runtime's sampler always on (PYROSCOPE_DOTNET_SAMPLING=always, as before issue 12)
+or in bursts (the default: 10% of the time at 100 Hz).
 For each: the target's wall time for the work (measured inside it) and the agent's own CPU
 (from its end-of-run report), per second of profiled work. At 100 Hz (the default rate).
 
@@ -40,8 +43,12 @@ def one(config, dll, rounds):
     if config == "baseline":
         out = subprocess.run(args, capture_output=True, text=True, check=True)
         return parse_work(out.stdout)[0], 0.0
+    env = dict(os.environ)
+    env["PYROSCOPE_DOTNET_SAMPLING"] = "always" if "always" in config else "bursts"
+    m = re.search(r"bursts of (\d+) ms", config)
+    if m:
+        env["PYROSCOPE_DOTNET_BURST_MS"] = m.group(1)
     if config.startswith("exec"):
-        env = dict(os.environ)
         env["PYROSCOPE_DOTNET_RELEASE_PTRACE"] = "true" if "untraced" in config else "false"
         out = subprocess.run([PYROSCOPE, "exec", "--output", "/dev/null.txt", "--log-level", "info"] + args,
                              capture_output=True, text=True, env=env)
@@ -49,7 +56,7 @@ def one(config, dll, rounds):
     target = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert target.stdout.readline().strip() == "ready"
     agent = subprocess.Popen([PYROSCOPE, "connect", "--pid", str(target.pid), "--output", "/dev/null.txt"],
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env=env)
     wall, _ = parse_work(target.stdout.read())
     target.wait()
     _, err = agent.communicate()
@@ -60,16 +67,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1500)
+    ap.add_argument("--burst-lengths", default="",
+                    help="also run exec (untraced) with bursts of these lengths (ms, comma-separated)")
+    ap.add_argument("--only", default="",
+                    help="run only the configurations containing one of these words (comma-separated), and the baseline")
     args = ap.parse_args()
     dll = build("cpu_bound")
-    configs = ["baseline", "exec (traced)", "exec (untraced)", "connect"]
+    ap_only = [c for c in args.only.split(",") if c]
+    configs = ["baseline", "exec (untraced, sampler always on)", "exec (untraced, bursts)",
+               "exec (traced, bursts)", "connect (sampler always on)", "connect (bursts)"]
+    if ap_only:
+        configs = ["baseline"] + [c for c in configs if any(o in c for o in ap_only)]
+    configs += ["exec (untraced, bursts of %s ms)" % ms for ms in args.burst_lengths.split(",") if ms]
     res = {c: [] for c in configs}
     for r in range(args.runs):
         for c in configs:
             res[c].append(one(c, dll, args.rounds))
             print(r, c, res[c][-1], file=sys.stderr)
     base = statistics.median(w for w, _ in res["baseline"])
+    spread = (max(w for w, _ in res["baseline"]) - min(w for w, _ in res["baseline"])) / base * 100
     print("\nCoreCLR 3.1.23, %d runs of %d rounds (~%.1f s of work), 100 Hz, medians" % (args.runs, args.rounds, base))
+    print("baseline noise: its %d runs spread over %.1f%% of their median" % (args.runs, spread))
     print("| configuration | target wall | slowdown | agent CPU | agent CPU per second of work |")
     print("|---|---:|---:|---:|---:|")
     for c in configs:

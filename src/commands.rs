@@ -53,9 +53,14 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<Outcome> {
         }
     };
     let options = launch::trace_options(settings.detect_subprocesses);
+    let extra_env: Vec<(&str, String)> = crate::runtimes::all()
+        .iter()
+        .flat_map(|r| r.child_env(settings.sample_rate))
+        .collect();
     let launched = match launch::spawn(
         &program,
         &args.command,
+        &extra_env,
         creds.as_ref(),
         options,
         &signals.original_mask,

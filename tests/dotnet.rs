@@ -472,3 +472,82 @@ fn detected_whatever_the_executable_is_called() {
         .unwrap()
         .contains("BurnDemo.Worker.Work (burn.dll)"));
 }
+
+/// The runtime's sampler runs in bursts (10% of the time at 100 Hz), started at random times:
+/// a program that alternates two methods every 50 ms gets a 1:1 split within 15%, and the
+/// profile still holds the CPU time it used (one busy thread for 8 s: ~8e9 ns).
+#[test]
+fn bursts_are_unbiased_for_a_program_alternating_every_50_ms() {
+    let _slot = Slot::take();
+    let out = tempdir("dotnet-alternate").join("p.pb.gz");
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--log-level",
+            "debug",
+            "--output",
+            path_str(&out),
+            path_str(&dotnet()),
+            path_str(alternate_dll()),
+            "8",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("Bursts { length: 100ms"), "{}", r.stderr);
+    let bursts: u64 = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" sampling bursts"))
+        .find_map(|l| {
+            let before = l.split(" sampling bursts").next()?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no burst count: {}", r.stderr));
+    // One burst per second, at a random point of it.
+    assert!(
+        (6..=10).contains(&bursts),
+        "{bursts} bursts in 8 s: {}",
+        r.stderr
+    );
+    let all = samples(&decode_pprof_gz(&std::fs::read(&out).unwrap()));
+    let (a, b) = split(&all, "Alternate.First", "Alternate.Second");
+    let ratio = a as f64 / b as f64;
+    eprintln!(
+        "alternating every 50 ms: First {a} ns, Second {b} ns, ratio {ratio:.3}, {bursts} bursts"
+    );
+    assert!((0.85..=1.15).contains(&ratio), "First {a} Second {b}");
+    let total: i64 = all.iter().map(|s| s.value).sum();
+    assert!(
+        (5_000_000_000..=11_000_000_000).contains(&total),
+        "{total} ns of CPU for 8 s of one busy thread"
+    );
+}
+
+/// Under `exec` the program is given `DOTNET_EventPipeThreadSamplingRate` at the agent's rate
+/// (20 ms at 50 Hz), which .NET 10 and later read at start so that their sampler runs at that
+/// rate; a value the user set is kept. No .NET 10 runtime can be installed here, so what is
+/// checked is the program's environment (and, in the unit tests, that the spy then keeps the
+/// sampler on instead of bursts).
+#[test]
+fn exec_gives_dotnet_10_and_later_the_agents_sampling_rate() {
+    let script = "echo rate=$DOTNET_EventPipeThreadSamplingRate";
+    let args = [
+        "exec",
+        "--no-logging",
+        "--sample-rate",
+        "50",
+        "--output",
+        "/tmp/pyroscope-test-rate-env.txt",
+        "sh",
+        "-c",
+        script,
+    ];
+    let r = run(pyroscope(&args), Duration::from_secs(20));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "rate=20");
+    let mut cmd = pyroscope(&args);
+    cmd.env("DOTNET_EventPipeThreadSamplingRate", "3");
+    let r = run(cmd, Duration::from_secs(20));
+    assert_eq!(r.stdout.trim(), "rate=3");
+}

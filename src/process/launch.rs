@@ -183,6 +183,7 @@ fn cstring(s: &OsStr) -> Result<CString, LaunchError> {
 pub fn spawn(
     program: &Path,
     argv: &[OsString],
+    extra_env: &[(&str, String)],
     creds: Option<&Credentials>,
     options: ptrace::Options,
     child_mask: &libc::sigset_t,
@@ -193,7 +194,13 @@ pub fn spawn(
     let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
+    // Our environment, plus what the runtimes ask for where the user did not set it.
+    let added = extra_env
+        .iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
     let env: Vec<CString> = std::env::vars_os()
+        .chain(added)
         .filter_map(|(k, v)| {
             let mut kv = k.into_vec_bytes();
             kv.push(b'=');

@@ -157,25 +157,36 @@ pub fn elf_symbol_file_offset(file: &Path, symbol: &str) -> usize {
 /// examples/dotnet/Burn.cs compiled once per test run: the directory holding burn.dll.
 pub fn burn_dll() -> &'static PathBuf {
     static DLL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DLL.get_or_init(|| {
-        let dir = super::tempdir("dotnet-burn");
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/dotnet");
-        let out = Command::new("mcs")
-            .args(["-optimize+", "-target:exe"])
-            .arg(format!("-out:{}", dir.join("burn.dll").display()))
-            .arg(src.join("Burn.cs"))
-            .output()
-            .expect("mcs (Debian's mono-mcs; scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "mcs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::copy(
-            src.join("burn.runtimeconfig.json"),
-            dir.join("burn.runtimeconfig.json"),
-        )
-        .unwrap();
-        dir.join("burn.dll")
-    })
+    DLL.get_or_init(|| csharp_dll("examples/dotnet/Burn.cs", "burn"))
+}
+
+/// tests/apps/Alternate.cs compiled, with its runtimeconfig.
+pub fn alternate_dll() -> &'static PathBuf {
+    static DLL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DLL.get_or_init(|| csharp_dll("tests/apps/Alternate.cs", "alternate"))
+}
+
+/// Compiles `source` (relative to the repository) with mcs into a temporary `NAME.dll`, next to
+/// the example's runtimeconfig (CoreCLR 3.1).
+fn csharp_dll(source: &str, name: &str) -> PathBuf {
+    let dir = super::tempdir(&format!("dotnet-{name}"));
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dll = dir.join(format!("{name}.dll"));
+    let out = Command::new("mcs")
+        .args(["-optimize+", "-target:exe"])
+        .arg(format!("-out:{}", dll.display()))
+        .arg(repo.join(source))
+        .output()
+        .expect("mcs (Debian's mono-mcs; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "mcs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(
+        repo.join("examples/dotnet/burn.runtimeconfig.json"),
+        dir.join(format!("{name}.runtimeconfig.json")),
+    )
+    .unwrap();
+    dll
 }

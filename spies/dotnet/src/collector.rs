@@ -52,6 +52,8 @@ pub struct CollectorStats {
 struct ThreadClock {
     last_ns: i64,
     carry_ns: i64,
+    /// The burst of its last sample ([`Collector::begin_burst`]).
+    burst: u64,
 }
 
 struct Pending {
@@ -80,6 +82,10 @@ pub struct Collector {
     latest_ns: i64,
     /// When (trace time) idle threads were last forgotten.
     pruned_ns: i64,
+    /// Sampling bursts begun so far, and what a sample of the current one stands for: its
+    /// thread's time since its previous sample times `scale` (1 / the share of time sampled).
+    burst: u64,
+    scale: f64,
     /// How long (trace time) an unresolved sample waits for its method events; a capture
     /// whose rundown comes at the end is read with `i64::MAX`.
     pub grace_ns: i64,
@@ -108,6 +114,13 @@ impl Collector {
         }
     }
 
+    /// A sampling burst begins: the runtime samples for a while, then not, and its samples
+    /// stand for `scale` times their own time (scale = 1 / the share of time sampled).
+    pub fn begin_burst(&mut self, scale: f64) {
+        self.burst += 1;
+        self.scale = scale.max(1.0);
+    }
+
     /// Threads currently remembered (for tests of bounded memory).
     pub fn threads_tracked(&self) -> usize {
         self.threads.len()
@@ -126,6 +139,8 @@ impl Collector {
             pending: Vec::new(),
             latest_ns: 0,
             pruned_ns: 0,
+            burst: 0,
+            scale: 1.0,
             grace_ns: GRACE_NS,
             ready: Vec::new(),
             stats: CollectorStats::default(),
@@ -163,12 +178,19 @@ impl Collector {
                 v.insert(ThreadClock {
                     last_ns: ns.saturating_sub(interval),
                     carry_ns: phase,
+                    burst: self.burst,
                 })
             }
         };
         // The time this sample stands for: since the thread's previous sample, bounded so that
-        // a gap (the thread was not managed for a while, the session started) is not charged.
-        let delta = ns.saturating_sub(clock.last_ns).clamp(0, 4 * interval);
+        // a gap (the thread was not managed for a while, the session started) is not charged;
+        // one interval for its first sample of a burst. Scaled up by the share of time sampled.
+        let mut delta = ns.saturating_sub(clock.last_ns).clamp(0, 4 * interval);
+        if clock.burst != self.burst {
+            clock.burst = self.burst;
+            delta = interval;
+        }
+        let delta = (delta as f64 * self.scale) as i64;
         clock.last_ns = ns;
         let included =
             kind == SampleKind::Managed || (self.include_external && kind == SampleKind::External);

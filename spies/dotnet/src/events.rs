@@ -28,6 +28,13 @@ pub const SESSION_PROVIDERS: [crate::ipc::Provider<'static>; 2] = [
     },
 ];
 
+/// The providers of the long session when the sampler runs in bursts: only the events that
+/// name the stacks.
+pub const METHOD_PROVIDERS: [crate::ipc::Provider<'static>; 1] = [SESSION_PROVIDERS[1]];
+
+/// The providers of a sampling burst: only the sampler.
+pub const SAMPLER_PROVIDERS: [crate::ipc::Provider<'static>; 1] = [SESSION_PROVIDERS[0]];
+
 /// `ThreadSample.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleKind {

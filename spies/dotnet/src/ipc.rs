@@ -170,6 +170,7 @@ impl Payload {
 }
 
 /// An EventPipe provider to enable.
+#[derive(Debug, Clone, Copy)]
 pub struct Provider<'a> {
     pub name: &'a str,
     pub keywords: u64,

@@ -7,17 +7,14 @@ pub mod collector;
 pub mod events;
 pub mod ipc;
 pub mod nettrace;
+mod sampling;
+mod session;
 pub mod symbols;
 
-use collector::{Collector, Weighting};
-use ipc::{IpcError, Provider};
-use nettrace::{End, Handler, Reader};
+use ipc::IpcError;
+use sampling::{sampling_rate_ms, Sampling, SAMPLING_RATE_ENV};
+use session::SessionReader;
 use spy::{AttachError, AttachOptions, Pauser, Runtime, SampleError, Spy, Stack};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-/// EventPipe buffer in the target (MB): what the runtime may hold while the agent is behind.
-const BUFFER_MB: u32 = 64;
 
 pub struct DotNet;
 
@@ -27,7 +24,7 @@ pub fn is_coreclr(name: &str) -> bool {
 }
 
 /// A managed assembly file (its ReadyToRun code is mapped from it).
-fn is_managed_image(name: &str) -> bool {
+pub(crate) fn is_managed_image(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.ends_with(".dll") || lower.ends_with(".exe")
 }
@@ -68,6 +65,12 @@ impl Runtime for DotNet {
 
     fn release_from_tracer(&self) -> bool {
         true
+    }
+
+    /// .NET 10 and later read `DOTNET_EventPipeThreadSamplingRate` (ms) at start: their sampler
+    /// then samples at the agent's rate in the first place (older runtimes ignore it).
+    fn child_env(&self, sample_rate: u32) -> Vec<(&'static str, String)> {
+        vec![(SAMPLING_RATE_ENV, sampling_rate_ms(sample_rate).to_string())]
     }
 
     /// `shop` for `dotnet shop.dll` (also `dotnet exec shop.dll`, `dotnet --roll-forward Major
@@ -116,160 +119,15 @@ impl Runtime for DotNet {
             }
         };
         let period_ns = spy::period_ns(options.sample_rate) as i64;
-        let reader = SessionReader::start(pid, socket, period_ns, options.wall_clock)?;
+        let sampling = Sampling::for_process(pid, version.as_deref(), options.sample_rate);
+        log::debug!("process {pid}: {sampling:?}");
+        let reader = SessionReader::start(pid, socket, period_ns, options.wall_clock, sampling)?;
         Ok(Box::new(DotNetProcessSpy {
             pid,
             version,
             reader,
             ended_seen: None,
         }))
-    }
-}
-
-/// What the reader thread hands over.
-#[derive(Default)]
-struct Shared {
-    ready: Vec<Stack>,
-    /// The session, once the runtime accepted it: its id and a handle on its stream.
-    session: Option<(u64, std::os::unix::net::UnixStream)>,
-    /// Set when the reader ended: how.
-    ended: Option<Result<End, String>>,
-    stats: collector::CollectorStats,
-    symbols: usize,
-    names: usize,
-    threads: usize,
-}
-
-/// The long-lived EventPipe session of one process, started and read by its own thread. No IPC
-/// happens on the agent's main thread: under `exec` that thread is the ptrace tracer, and the
-/// runtime, to answer, may need to signal its threads, which stop until the tracer resumes them.
-struct SessionReader {
-    socket: PathBuf,
-    shared: Arc<Mutex<Shared>>,
-}
-
-impl SessionReader {
-    fn start(
-        pid: u32,
-        socket: PathBuf,
-        period_ns: i64,
-        wall_clock: bool,
-    ) -> Result<SessionReader, AttachError> {
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let (thread_shared, thread_socket) = (shared.clone(), socket.clone());
-        std::thread::Builder::new()
-            .name(format!("dotnet-{pid}"))
-            .spawn(move || {
-                let result =
-                    read_session(pid, &thread_socket, period_ns, wall_clock, &thread_shared);
-                thread_shared.lock().expect("not poisoned").ended = Some(result);
-            })
-            .map_err(|e| AttachError::Other(format!("cannot start the reader thread: {e}")))?;
-        Ok(SessionReader { socket, shared })
-    }
-}
-
-fn read_session(
-    pid: u32,
-    socket: &std::path::Path,
-    period_ns: i64,
-    wall_clock: bool,
-    shared: &Arc<Mutex<Shared>>,
-) -> Result<End, String> {
-    // The long session first: methods compiled from now on arrive in it (MethodLoadVerbose).
-    let (stream, session) =
-        ipc::collect_tracing(socket, BUFFER_MB, false, &events::SESSION_PROVIDERS).map_err(
-            |e| match e {
-                IpcError::Permission(m) | IpcError::Denied(m) => {
-                    format!("{m}: run pyroscope as the user of process {pid}, or as root")
-                }
-                e => format!("starting an EventPipe session: {e}"),
-            },
-        )?;
-    let read_half = stream.try_clone().map_err(|e| format!("socket: {e}"))?;
-    // .NET 5+ describe themselves; 3.1 answers "unknown command" and /proc said it all.
-    if let Some(info) = ipc::process_info(socket) {
-        log::debug!(
-            "process {pid}: {:?}, runtime {}",
-            info.command_line,
-            info.runtime_version.as_deref().unwrap_or("?")
-        );
-    }
-    shared.lock().expect("not poisoned").session = Some((session, stream));
-    let mut collector = Collector::new(Weighting::Period { period_ns }, wall_clock).with_images(
-        Box::new(move || spy::procfs::executable_mappings(pid, is_managed_image)),
-    );
-    // Then one rundown: the methods that existed before the session started.
-    if let Err(e) = rundown(socket, &mut collector) {
-        log::warn!("process {pid}: the list of already compiled methods could not be read ({e}); their frames show as [unknown]");
-    }
-    log::debug!(
-        "process {pid}: {} methods known after rundown",
-        collector.symbols.len()
-    );
-    let mut publisher = Publisher {
-        collector,
-        shared: shared.clone(),
-    };
-    let result =
-        Reader::new(std::io::BufReader::with_capacity(256 << 10, read_half)).run(&mut publisher);
-    publisher.collector.resolve_pending(true);
-    publisher.publish();
-    result.map_err(|e| e.to_string())
-}
-
-/// A short session with rundown only: start, stop, read the method and module events to the end.
-fn rundown(socket: &std::path::Path, collector: &mut Collector) -> Result<(), String> {
-    // A provider that sends nothing (level 0 events only); the rundown comes with the stop.
-    let quiet = [Provider {
-        name: events::RUNTIME,
-        keywords: 0,
-        level: 1,
-    }];
-    let (stream, session) =
-        ipc::collect_tracing(socket, 16, true, &quiet).map_err(|e| e.to_string())?;
-    ipc::stop_tracing(socket, session).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    Reader::new(std::io::BufReader::new(stream))
-        .run(collector)
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// Moves finished stacks to the spy after each block.
-struct Publisher {
-    collector: Collector,
-    shared: Arc<Mutex<Shared>>,
-}
-
-impl Publisher {
-    fn publish(&mut self) {
-        let mut s = self.shared.lock().expect("not poisoned");
-        s.ready.append(&mut self.collector.ready);
-        s.stats = self.collector.stats.clone();
-        s.symbols = self.collector.symbols.len();
-        s.names = self.collector.symbols.names();
-        s.threads = self.collector.threads_tracked();
-    }
-}
-
-impl Handler for Publisher {
-    fn header(&mut self, h: &nettrace::TraceHeader) {
-        self.collector.header(h);
-    }
-    fn event(&mut self, e: &nettrace::Event<'_>) {
-        self.collector.event(e);
-    }
-    fn sequence_point(&mut self) {
-        self.collector.sequence_point();
-    }
-    fn block_done(&mut self) {
-        self.collector.block_done();
-        if !self.collector.ready.is_empty() {
-            self.publish();
-        }
     }
 }
 
@@ -310,39 +168,5 @@ impl Spy for DotNetProcessSpy {
             Ok(_) => "the runtime ended the EventPipe session while the process goes on".into(),
             Err(e) => e.clone(),
         }))
-    }
-}
-
-impl Drop for SessionReader {
-    fn drop(&mut self) {
-        let mut s = self.shared.lock().expect("not poisoned");
-        log::debug!(
-            "dotnet session: {} samples ({} managed, {} external), {} stacks, {} of {} frames unresolved, {} method events, \
-             {} ReadyToRun entry points; held at the end: {} code ranges, {} names, {} threads",
-            s.stats.samples,
-            s.stats.managed,
-            s.stats.external,
-            s.stats.stacks_emitted,
-            s.stats.unresolved_frames,
-            s.stats.frames,
-            s.stats.methods_loaded,
-            s.stats.entry_points,
-            s.symbols,
-            s.names,
-            s.threads
-        );
-        // Stop the runtime's sampling, then unblock the reader thread; off this thread, for the
-        // reason given on SessionReader.
-        if let Some((session, stream)) = s.session.take() {
-            let socket = self.socket.clone();
-            let _ = std::thread::Builder::new()
-                .name("dotnet-stop".into())
-                .spawn(move || {
-                    if let Err(e) = ipc::stop_tracing(&socket, session) {
-                        log::debug!("StopTracing: {e}");
-                    }
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                });
-        }
     }
 }

@@ -211,6 +211,11 @@ pub trait Runtime: Sync {
     fn app_name(&self, _argv: &[String]) -> Option<String> {
         None
     }
+    /// Environment variables a program started by `exec` is given (unless the user set them):
+    /// settings read at start-up that make the runtime cheaper to profile at `sample_rate`.
+    fn child_env(&self, _sample_rate: u32) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// The log target prefix of the runtime's crate: its log lines are shown (a library's are
     /// not). The crate the implementing type is defined in, e.g. `spy_python`.
     fn log_target(&self) -> &'static str {
