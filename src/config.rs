@@ -81,8 +81,11 @@ pub struct Settings {
     /// Under exec, stop tracing processes of runtimes that sample themselves (.NET).
     pub release_ptrace: bool,
     pub upload: Option<UploadSettings>,
-    /// Files written at exit: `--output`, or the default files when no server is given.
+    /// Files written at exit: `--output`, or the default files when no server is given (and
+    /// no `--listen-address`).
     pub outputs: Vec<(PathBuf, OutputFormat)>,
+    /// Pull mode: the socket scrapers ask on, bound before the program starts.
+    pub listen: Option<crate::pipeline::pull::Listener>,
 }
 
 /// Splits `app{k=v,k2=v2}` into the name and its tags.
@@ -374,7 +377,13 @@ impl Settings {
             outputs.push((path.clone(), OutputFormat::from_path(path)?));
             crate::pipeline::output::check_writable(path)?;
         }
-        if upload.is_none() && outputs.is_empty() {
+        let listen = match &args.listen_address {
+            Some(a) if !a.trim().is_empty() => {
+                Some(crate::pipeline::pull::Listener::bind(a.trim())?)
+            }
+            _ => None,
+        };
+        if upload.is_none() && outputs.is_empty() && listen.is_none() {
             let stamp = crate::pipeline::output::file_timestamp();
             for (ext, fmt) in [
                 ("svg", OutputFormat::Flamegraph),
@@ -405,6 +414,7 @@ impl Settings {
             release_ptrace: args.dotnet_release_ptrace,
             upload,
             outputs,
+            listen,
         })
     }
 }

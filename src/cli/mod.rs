@@ -59,6 +59,14 @@ pub struct CommonArgs {
     #[arg(long, env = "PYROSCOPE_SERVER_ADDRESS", value_name = "URL")]
     pub server_address: Option<String>,
 
+    /// Pull mode: serve profiles on this address (`HOST:PORT`, or `:PORT` for every interface),
+    /// e.g. 127.0.0.1:4041. `GET /debug/pprof/profile?seconds=N` answers with a gzip pprof of
+    /// the next N seconds, as Go's net/http/pprof does (`go tool pprof`, Grafana Alloy's
+    /// pyroscope.scrape). Works with or without --server-address; without either of them and
+    /// without --output, no local files are written.
+    #[arg(long, env = "PYROSCOPE_LISTEN_ADDRESS", value_name = "ADDR")]
+    pub listen_address: Option<String>,
+
     /// Sent as `Authorization: Bearer <token>`.
     #[arg(
         long,

@@ -2,7 +2,7 @@
 //! wall-clock boundaries ([`window`]), each window is encoded as pprof ([`pprof`]) and handed
 //! to the uploader thread ([`upload`]), which sends it over the push API or `/ingest`
 //! ([`push`]), keeping them on disk meanwhile with `--spool-dir` ([`spool`]); at exit the whole
-//! run can be written to local files ([`output`]).
+//! run can be written to local files ([`output`]). Scrapers can pull profiles too ([`pull`]).
 //!
 //! [`Pipeline`] is what the session sees of all this.
 
@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod http;
 pub mod output;
 pub mod pprof;
+pub mod pull;
 pub mod push;
 pub mod queue;
 pub mod spool;
@@ -34,6 +35,7 @@ pub struct Pipeline {
     uploader: Option<Uploader>,
     outputs: Vec<(PathBuf, OutputFormat)>,
     app_name: String,
+    pull: Option<pull::Pull>,
 }
 
 impl Pipeline {
@@ -56,11 +58,18 @@ impl Pipeline {
             uploader,
             outputs: settings.outputs.clone(),
             app_name: settings.app_name.clone(),
+            pull: match &settings.listen {
+                Some(l) => Some(pull::Pull::start(l, settings.sample_rate)?),
+                None => None,
+            },
         })
     }
 
     /// One sample of one thread, taken by the spy named `spy`.
     pub fn add(&mut self, stack: Stack, spy: &'static str) {
+        if let Some(p) = &mut self.pull {
+            p.add(&stack, spy);
+        }
         self.aggregator.add(stack, spy);
     }
 
@@ -71,6 +80,9 @@ impl Pipeline {
 
     /// Hands the open window to the uploader once `now` has crossed its end.
     pub fn rotate_if_due(&mut self, now: SystemTime) {
+        if let Some(p) = &mut self.pull {
+            p.poll(now);
+        }
         if let Some((start, end)) = self.windows.close_if_due(now) {
             self.ship(start, end);
         }
@@ -87,6 +99,9 @@ impl Pipeline {
 
     /// Closes the last, partial window at `end`.
     pub fn close(&mut self, end: SystemTime) {
+        if let Some(p) = &mut self.pull {
+            p.finish(end);
+        }
         let (start, end) = self.windows.close_at(end);
         self.ship(start, end);
     }
