@@ -9,18 +9,13 @@ use std::process::Command;
 /// test: CI must have them.
 pub fn python(version: &str) -> PathBuf {
     if version == "3.14" {
-        let root = std::env::var_os("CPYTHON314_ROOT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cpython314")
-            });
-        let py = root.join("bin/python3.14");
-        assert!(
-            py.exists(),
-            "CPython 3.14 is missing at {} (scripts/test.sh installs it from Maven Central)",
-            py.display()
+        return cached_runtime(
+            "CPYTHON314_ROOT",
+            "cpython314",
+            "bin/python3.14",
+            "CPython 3.14",
+            "installs it from Maven Central",
         );
-        return py;
     }
     let root = std::env::var("PYENV_ROOT")
         .map(PathBuf::from)
@@ -68,14 +63,12 @@ pub fn ruby() -> String {
 /// Ruby 3.3 built from Debian's source by scripts/test.sh (`$RUBY33_ROOT`, by default
 /// `~/.cache/ruby33`); missing fails the test.
 pub fn ruby33() -> String {
-    let root = std::env::var_os("RUBY33_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ruby33"));
-    let rb = root.join("bin/ruby");
-    assert!(
-        rb.exists(),
-        "Ruby 3.3 is missing at {} (scripts/test.sh builds it from Debian's source)",
-        rb.display()
+    let rb = cached_runtime(
+        "RUBY33_ROOT",
+        "ruby33",
+        "bin/ruby",
+        "Ruby 3.3",
+        "builds it from Debian's source",
     );
     rb.to_str().unwrap().to_string()
 }
@@ -83,18 +76,32 @@ pub fn ruby33() -> String {
 /// A free-threaded CPython 3.13 (`python3.13t`) built from Debian's source by scripts/test.sh
 /// (`$CPYTHON313T_ROOT`, by default `~/.cache/cpython313t`); missing fails the test.
 pub fn python313t() -> PathBuf {
-    let root = std::env::var_os("CPYTHON313T_ROOT")
+    cached_runtime(
+        "CPYTHON313T_ROOT",
+        "cpython313t",
+        "bin/python3.13t",
+        "free-threaded CPython 3.13",
+        "builds it from Debian's source",
+    )
+}
+
+/// `exe` under `$VARIABLE`, by default under `~/.cache/DEFAULT_DIR`: a runtime scripts/test.sh
+/// installs (`how`). Missing fails the test, naming `what` and where it was looked for.
+fn cached_runtime(variable: &str, default_dir: &str, exe: &str, what: &str, how: &str) -> PathBuf {
+    let root = std::env::var_os(variable)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cpython313t")
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache")
+                .join(default_dir)
         });
-    let py = root.join("bin/python3.13t");
+    let path = root.join(exe);
     assert!(
-        py.exists(),
-        "free-threaded CPython 3.13 is missing at {} (scripts/test.sh builds it from Debian's source)",
-        py.display()
+        path.exists(),
+        "{what} is missing at {} (scripts/test.sh {how})",
+        path.display()
     );
-    py
+    path
 }
 
 /// The `dotnet` host of CoreCLR 3.1 (`$DOTNET31_ROOT`, by default `~/.cache/dotnet31`).
@@ -104,20 +111,13 @@ pub fn dotnet() -> PathBuf {
 
 /// The `dotnet` host of a CoreCLR installed from PyPI by scripts/test.sh; missing fails the test.
 pub fn coreclr(variable: &str, default_dir: &str, version: &str) -> PathBuf {
-    let root = std::env::var_os(variable)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache")
-                .join(default_dir)
-        });
-    let d = root.join("dotnetcore2/bin/dotnet");
-    assert!(
-        d.exists(),
-        "CoreCLR {version} is missing at {} (scripts/test.sh installs it from PyPI)",
-        d.display()
-    );
-    d
+    cached_runtime(
+        variable,
+        default_dir,
+        "dotnetcore2/bin/dotnet",
+        &format!("CoreCLR {version}"),
+        "installs it from PyPI",
+    )
 }
 
 /// File offset of an ELF symbol's bytes (binutils' readelf: symbol value → containing section →
