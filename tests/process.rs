@@ -485,10 +485,7 @@ fn blocking_mode_does_not_cut_short_a_sleeping_system_call() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut out = wait_ready(&mut child);
     let pid = child.id().to_string();
     let r = run(
         pyroscope(&[

@@ -108,13 +108,7 @@ fn a_live_recording_replays_identically() {
             .spawn()
             .unwrap();
         // At the bottom of the recursion once it says so.
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(app.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
+        wait_ready(&mut app);
         let pid = app.id();
         let spy = PythonSpy::new(pid as spy_python::py_spy::Pid, &Config::default()).unwrap();
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use spy_python::py_spy::config::{LineNo, LockingStrategy};
 use spy_python::py_spy::{Config, PythonSpy};
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,11 +66,7 @@ fn compare_with_pyspy(version: &str) {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut ready = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
+    wait_ready(&mut child);
 
     let config = Config {
         blocking: LockingStrategy::NonBlocking,

@@ -276,10 +276,7 @@ fn ruby_exit_status_and_signals() {
     ])
     .spawn()
     .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut out = wait_ready(&mut child);
     std::thread::sleep(Duration::from_millis(300));
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
     std::thread::sleep(Duration::from_millis(200));

@@ -14,7 +14,7 @@ pub use {decode::*, interpreters::*, real_server::*, receiver::*};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test: this build's, or `PYROSCOPE_TEST_BIN` (to show a new test failing
@@ -194,4 +194,16 @@ pub fn summary_counts(stderr: &str) -> (u64, u64) {
             .unwrap_or_else(|| panic!("a number before {word} in {line}"))
     };
     (number_before(" samples of"), number_before(" errors"))
+}
+
+/// Takes `child`'s piped stdout and waits for its first line, which must be `ready` (the test
+/// apps print it once they are where the test wants them); the rest of the output is read from
+/// what is returned.
+pub fn wait_ready(child: &mut Child) -> std::io::BufReader<ChildStdout> {
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    out
 }
