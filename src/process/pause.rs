@@ -1,11 +1,42 @@
-//! Pausing a process the agent does not trace (`connect --pyspy-blocking`/`--rbspy-blocking`):
-//! each runnable thread is seized and stopped for the read (remoteprocess's [`ThreadLock`]:
-//! `PTRACE_SEIZE`, `PTRACE_INTERRUPT`, detached when dropped). Threads asleep in the kernel are
-//! left alone, as under `exec` (see [`spy::pause`] for why and how that stays consistent).
+//! Pausing a process for a blocking-mode read, in both modes. Only runnable threads are stopped;
+//! threads asleep in the kernel are left alone (see [`spy::pause`] for why and how that stays
+//! consistent).
+//! * Under `exec` the agent is the tracer: [`TracerPauser`] stops threads through it.
+//! * Under `connect` ([`AttachPauser`]) each runnable thread is seized and stopped for the read
+//!   (remoteprocess's [`ThreadLock`]: `PTRACE_SEIZE`, `PTRACE_INTERRUPT`, detached when dropped).
 
+use super::tracer::Tracer;
+use nix::unistd::Pid;
 use remoteprocess::ThreadLock;
 use spy::pause::{Quiet, Stopper};
 use spy::{PauseError, Pauser};
+use std::time::Duration;
+
+/// [`spy::Pauser`] that pauses through the tracer. Threads asleep in the kernel are left alone
+/// (stopping one breaks its sleep with `EINTR`, see [`spy::pause`]).
+pub struct TracerPauser<'a> {
+    pub tracer: &'a mut Tracer,
+    pub quiet: &'a mut Quiet,
+}
+
+impl Stopper for Tracer {
+    fn running(&mut self, pid: u32) -> Vec<u32> {
+        self.running_threads(Pid::from_raw(pid as i32))
+    }
+
+    fn stop(&mut self, pid: u32, leave: &dyn Fn(u32) -> bool) -> Result<(), PauseError> {
+        self.pause_threads(Pid::from_raw(pid as i32), leave, Duration::from_millis(200))
+    }
+}
+
+impl Pauser for TracerPauser<'_> {
+    fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), PauseError> {
+        let result = spy::pause::read_paused(self.quiet, self.tracer, pid, read);
+        // Also after a failed round: the threads an earlier round stopped run again.
+        self.tracer.resume(Pid::from_raw(pid as i32));
+        result
+    }
+}
 
 /// [`Pauser`] for processes the agent does not trace.
 pub struct AttachPauser<'a>(pub &'a mut Quiet);

@@ -9,7 +9,6 @@ use super::exit::{wait, Exit, Status};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
-use spy::pause::Quiet;
 use spy::PauseError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -353,7 +352,7 @@ impl Tracer {
     }
 
     /// Stops the threads of `pid` but those `leave` names, and returns once they are stopped.
-    fn pause_threads(
+    pub fn pause_threads(
         &mut self,
         pid: Pid,
         leave: &dyn Fn(u32) -> bool,
@@ -456,32 +455,6 @@ impl Tracer {
         for (tid, sig) in paused {
             self.cont(tid, sig);
         }
-    }
-}
-
-/// [`spy::Pauser`] that pauses through the tracer. Threads asleep in the kernel are left alone
-/// (stopping one breaks its sleep with `EINTR`, see [`spy::pause`]).
-pub struct TracerPauser<'a> {
-    pub tracer: &'a mut Tracer,
-    pub quiet: &'a mut Quiet,
-}
-
-impl spy::pause::Stopper for Tracer {
-    fn running(&mut self, pid: u32) -> Vec<u32> {
-        self.running_threads(Pid::from_raw(pid as i32))
-    }
-
-    fn stop(&mut self, pid: u32, leave: &dyn Fn(u32) -> bool) -> Result<(), PauseError> {
-        self.pause_threads(Pid::from_raw(pid as i32), leave, Duration::from_millis(200))
-    }
-}
-
-impl spy::Pauser for TracerPauser<'_> {
-    fn paused(&mut self, pid: u32, read: &mut dyn FnMut()) -> Result<(), PauseError> {
-        let result = spy::pause::read_paused(self.quiet, self.tracer, pid, read);
-        // Also after a failed round: the threads an earlier round stopped run again.
-        self.tracer.resume(Pid::from_raw(pid as i32));
-        result
     }
 }
 
