@@ -200,13 +200,8 @@ mod tests {
     fn burn() {
         let tid = unsafe { libc::gettid() };
         let cpu = || {
-            std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
+            let text = std::fs::read(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+            crate::procfs::Schedstat::parse(&text).unwrap().cpu_ns
         };
         let start = cpu();
         while cpu() == start {

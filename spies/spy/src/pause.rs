@@ -13,6 +13,7 @@
 //! count and CPU time unchanged, and it is not runnable); when one was, [`read_paused`] stops
 //! the ones runnable then and reads again.
 
+use crate::procfs::Schedstat;
 use crate::PauseError;
 use rustc_hash::FxHashMap as HashMap;
 use std::os::unix::fs::FileExt;
@@ -74,19 +75,13 @@ struct Files {
 #[derive(Debug, Default)]
 pub struct Asleep {
     pid: u32,
-    threads: Vec<(u32, Sched)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sched {
-    cpu_ns: u64,
-    runs: u64,
+    threads: Vec<(u32, Schedstat)>,
 }
 
 /// What a thread was found doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
-    Asleep(Sched),
+    Asleep(Schedstat),
     /// Runnable: stop it.
     Stop,
     /// Ended, or its files cannot be read: nothing is kept of it (the pause stops it if it
@@ -186,14 +181,10 @@ impl Asleep {
     }
 }
 
-/// `schedstat`: CPU time (ns), time waiting for a CPU (ns), times scheduled in.
-fn read_sched(file: &std::fs::File, buf: &mut [u8]) -> Option<Sched> {
+/// A thread's `schedstat`, re-read in place.
+fn read_sched(file: &std::fs::File, buf: &mut [u8]) -> Option<Schedstat> {
     let n = file.read_at(buf, 0).ok().filter(|&n| n > 0)?;
-    let text = std::str::from_utf8(&buf[..n]).ok()?;
-    let mut fields = text.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
-    let cpu_ns = fields.next()??;
-    let runs = fields.nth(1)??;
-    Some(Sched { cpu_ns, runs })
+    Schedstat::parse(&buf[..n])
 }
 
 #[cfg(test)]

@@ -300,6 +300,25 @@ pub fn threads(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// What the agent uses of `/proc/PID/task/TID/schedstat` ("CPU-ns wait-ns times-run").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedstat {
+    /// CPU time so far, in nanoseconds (advanced at scheduler ticks and switches).
+    pub cpu_ns: u64,
+    /// Times the thread was scheduled in.
+    pub runs: u64,
+}
+
+impl Schedstat {
+    pub fn parse(text: &[u8]) -> Option<Schedstat> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut fields = text.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
+        let cpu_ns = fields.next()??;
+        let runs = fields.nth(1)??;
+        Some(Schedstat { cpu_ns, runs })
+    }
+}
+
 /// Every process id in `/proc`.
 pub fn pids() -> Vec<u32> {
     std::fs::read_dir("/proc")

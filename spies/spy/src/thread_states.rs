@@ -121,9 +121,7 @@ impl ThreadStates {
             // not grow is not on CPU, whatever its state, and its `stat` is not read.
             let cpu_ns = match &files.schedstat {
                 Some(f) => match f.read_at(&mut self.buf, 0) {
-                    Ok(n) => std::str::from_utf8(&self.buf[..n])
-                        .ok()
-                        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok()),
+                    Ok(n) => crate::procfs::Schedstat::parse(&self.buf[..n]).map(|s| s.cpu_ns),
                     Err(_) => {
                         self.threads.remove(&tid);
                         // It exited: the list is read again at the next read.
