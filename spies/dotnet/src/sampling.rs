@@ -1,6 +1,6 @@
 //! When the runtime's sampler runs: always, or in bursts at random times (see [`Sampling`]).
 
-use crate::nettrace::{self, Handler, Reader};
+use crate::nettrace::Reader;
 use crate::session::{Locked, Publisher, Shared};
 use crate::{events, ipc};
 use std::sync::{Arc, Mutex};
@@ -128,11 +128,13 @@ pub(crate) fn run_bursts(
                     continue;
                 }
             };
-        publisher
-            .lock()
-            .expect("not poisoned")
-            .collector
-            .begin_burst(1.0 / share);
+        // The long session carries no samples in this mode: what the collector counts from here
+        // on is this burst's.
+        let samples_before = {
+            let mut p = publisher.lock().expect("not poisoned");
+            p.collector.begin_burst(1.0 / share);
+            p.collector.stats.samples
+        };
         {
             let mut s = shared.lock().expect("not poisoned");
             s.burst_session = Some(session);
@@ -146,12 +148,17 @@ pub(crate) fn run_bursts(
                 let asked = std::time::Instant::now();
                 ipc::stop_tracing(&stop_socket, session).map(|()| asked.elapsed())
             });
-        let mut counted = Counted {
-            inner: Locked(publisher),
-            events: 0,
-        };
-        let result = Reader::new(std::io::BufReader::new(stream)).run(&mut counted);
-        log::debug!("process {pid}: a burst brought {} events", counted.events);
+        let result = Reader::new(std::io::BufReader::new(stream)).run(&mut Locked(publisher));
+        let samples = publisher
+            .lock()
+            .expect("not poisoned")
+            .collector
+            .stats
+            .samples;
+        log::debug!(
+            "process {pid}: a burst brought {} samples",
+            samples - samples_before
+        );
         let stopped = match stopper.map(|s| s.join()) {
             Ok(Ok(Ok(took))) => took,
             Ok(Ok(Err(e))) => {
@@ -167,28 +174,6 @@ pub(crate) fn run_bursts(
         if let Err(e) = result {
             log::debug!("process {pid}: a sampling burst ended with {e}");
         }
-    }
-}
-
-/// Counts the events of a burst.
-struct Counted<'a> {
-    inner: Locked<'a>,
-    events: u64,
-}
-
-impl Handler for Counted<'_> {
-    fn header(&mut self, h: &nettrace::TraceHeader) {
-        self.inner.header(h);
-    }
-    fn event(&mut self, e: &nettrace::Event<'_>) {
-        self.events += 1;
-        self.inner.event(e);
-    }
-    fn sequence_point(&mut self) {
-        self.inner.sequence_point();
-    }
-    fn block_done(&mut self) {
-        self.inner.block_done();
     }
 }
 
