@@ -137,17 +137,16 @@ impl Pull {
 
     /// The program ended: every open capture is answered with what it holds, up to `end`.
     pub fn finish(&mut self, end: SystemTime) {
-        self.poll(end);
-        for c in std::mem::take(&mut self.captures) {
-            answer(c, end);
-        }
-        // Their answers are written by the request threads: give them a moment before exit.
+        // The answers are written by the request threads: give them a moment before exit. A
+        // request that arrives meanwhile gets an empty profile at `end`.
         let deadline = std::time::Instant::now() + ANSWER_BUDGET;
-        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-            // A request that arrived after the last poll gets its answer (an empty profile).
-            self.poll(SystemTime::now());
+        loop {
+            self.poll(end);
             for c in std::mem::take(&mut self.captures) {
                 answer(c, end);
+            }
+            if self.in_flight.load(Ordering::SeqCst) == 0 || std::time::Instant::now() >= deadline {
+                return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
