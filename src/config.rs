@@ -78,6 +78,8 @@ pub struct Settings {
     pub wall_clock: bool,
     /// Python: only the GIL holder counts.
     pub gil_only: bool,
+    /// Each sample carries the labels `pid` and `thread_name` (off: `--no-sample-labels`).
+    pub sample_labels: bool,
     /// Under exec, stop tracing processes of runtimes that sample themselves (.NET).
     pub release_ptrace: bool,
     pub upload: Option<UploadSettings>,
@@ -411,6 +413,7 @@ impl Settings {
             blocking: args.blocking.clone(),
             wall_clock: args.dotnet_wall_clock,
             gil_only: args.gil_only,
+            sample_labels: !args.no_sample_labels,
             release_ptrace: args.dotnet_release_ptrace,
             upload,
             outputs,

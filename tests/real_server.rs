@@ -348,3 +348,70 @@ fn limits_most_tags_and_a_window_split_in_parts() {
         assert!(names.contains(&format!("t{i:02}")), "{names:?}");
     }
 }
+
+/// Per-sample labels reach the server as labels one can select on: the two processes by `pid`,
+/// each thread by `thread_name`, and a selection by thread holds that thread's function only.
+#[test]
+#[ignore = "needs a Grafana Pyroscope binary (scripts/test.sh runs these when it has one)"]
+fn sample_labels_select_a_process_and_a_thread() {
+    let server = RealServer::start("labels");
+    let proxy = Proxy::start(&server.url, false);
+    let _slot = Slot::take();
+    let (r, (started, ended)) = exec_through(
+        &proxy,
+        &[
+            "--application-name",
+            "real.labels",
+            "--sample-rate",
+            "200",
+            path_str(&python("3.11")),
+            path_str(&test_app("named_workers.py")),
+            "4",
+        ],
+    );
+    let pids: Vec<String> = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("pids "))
+        .unwrap_or_else(|| panic!("no pids line: {}", r.stdout))
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let range = (unix_ms(started) - 60_000, unix_ms(ended) + 60_000);
+    let service = "{service_name=\"real.labels\"}";
+    // Wait for everything to be queryable.
+    let sent: i64 = pushed(&proxy).iter().map(total).sum();
+    server.wait_for_profile(service, range, sent);
+    let names = server.label_names(service, range);
+    assert!(names.contains(&"pid".to_string()), "{names:?}");
+    assert!(names.contains(&"thread_name".to_string()), "{names:?}");
+    let threads = server.label_values("thread_name", range);
+    for t in ["worker-a", "worker-b"] {
+        assert!(threads.contains(&t.to_string()), "{threads:?}");
+    }
+    let pid_values = server.label_values("pid", range);
+    for pid in &pids {
+        assert!(pid_values.contains(pid), "{pid} not in {pid_values:?}");
+        let one = server.wait_for_profile(
+            &format!("{{service_name=\"real.labels\",pid=\"{pid}\"}}"),
+            range,
+            1,
+        );
+        let all = samples(&one);
+        assert!(all.iter().any(|s| s.has("burn_a")) && all.iter().any(|s| s.has("burn_b")));
+    }
+    for (thread, mine, other) in [
+        ("worker-a", "burn_a", "burn_b"),
+        ("worker-b", "burn_b", "burn_a"),
+    ] {
+        let one = server.wait_for_profile(
+            &format!("{{service_name=\"real.labels\",thread_name=\"{thread}\"}}"),
+            range,
+            1,
+        );
+        let all = samples(&one);
+        let (m, o) = split(&all, mine, other);
+        assert!(m > 0 && o == 0, "{thread}: {mine} {m} ns, {other} {o} ns");
+    }
+}

@@ -189,6 +189,16 @@ pub struct CommonArgs {
     #[arg(long, env = "PYROSCOPE_OUTPUT", value_name = "PATH")]
     pub output: Option<PathBuf>,
 
+    /// Leave out the labels each sample carries: `pid` (the process it was taken in) and
+    /// `thread_name` (Python's thread name; else the OS thread name, which Ruby's Thread#name=
+    /// and .NET's Thread.Name set). They let Grafana filter one worker or one thread; a program
+    /// with thousands of short-lived, distinctly named threads may want them off (cardinality).
+    /// The series labels (app name, tags) stay either way.
+    #[arg(long, env = "PYROSCOPE_NO_SAMPLE_LABELS", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub no_sample_labels: bool,
+
     /// Python: count only the thread holding the GIL (as py-spy's --gil). Threads waiting for
     /// the GIL burn CPU too (CPython 2.7's GIL wakes its waiters every 100 bytecodes): by
     /// default they are counted with the CPU time they really used.

@@ -4,14 +4,47 @@
 use rustc_hash::FxHashMap;
 use spy::{Frame, Stack};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+/// The labels a sample carries into pprof (`Sample.label`): which process and which thread
+/// it was taken in, so that one worker or one thread can be picked out in Grafana.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleLabels {
+    pub pid: u32,
+    pub thread_name: Option<Arc<str>>,
+    /// The thread's id, for a thread without a name.
+    pub thread_id: Option<u64>,
+}
+
+/// One stack of a [`Profile`]: frame indexes, **root first**; its labels (an index into
+/// [`Profile::labels`], `None` when samples carry none); what it weighs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Counted {
+    pub stack: Vec<u32>,
+    pub labels: Option<u32>,
+    pub weight: Weight,
+}
+
+impl Counted {
+    /// A stack whose samples carry no labels.
+    pub fn unlabelled(stack: Vec<u32>, weight: Weight) -> Counted {
+        Counted {
+            stack,
+            labels: None,
+            weight,
+        }
+    }
+}
 
 /// A finished aggregate, self-contained (only the frames its stacks use), ready to encode.
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub frames: Vec<Frame>,
-    /// Stacks as indexes into `frames`, **root first**, with what they weigh.
-    pub stacks: Vec<(Vec<u32>, Weight)>,
+    /// The stacks with their labels and weights; a stack shows up once per label set.
+    pub stacks: Vec<Counted>,
+    /// The label sets the stacks refer to.
+    pub labels: Vec<SampleLabels>,
     pub start: SystemTime,
     pub end: SystemTime,
     /// The sampling period (1e9 / sample rate), in nanoseconds.
@@ -30,20 +63,20 @@ pub struct Weight {
 
 impl Profile {
     pub fn total_samples(&self) -> u64 {
-        self.stacks.iter().map(|(_, w)| w.samples).sum()
+        self.stacks.iter().map(|c| c.weight.samples).sum()
     }
 
     pub fn total_cpu_ns(&self) -> u64 {
-        self.stacks.iter().map(|(_, w)| w.cpu_ns).sum()
+        self.stacks.iter().map(|c| c.weight.cpu_ns).sum()
     }
 
     /// The profile of some of its stacks (same window), carrying only the frames they use.
-    pub fn subset(&self, stacks: &[(Vec<u32>, Weight)]) -> Profile {
-        let (frames, stacks) =
-            reindex(&self.frames, stacks.iter().map(|(s, w)| (s.as_slice(), *w)));
+    pub fn subset(&self, stacks: &[Counted]) -> Profile {
+        let (frames, stacks) = reindex(&self.frames, stacks.iter());
         Profile {
             frames,
             stacks,
+            labels: self.labels.clone(),
             start: self.start,
             end: self.end,
             period_ns: self.period_ns,
@@ -97,10 +130,18 @@ pub struct Aggregator {
     run_start: SystemTime,
     period_ns: u64,
     scratch: Vec<u32>,
+    /// Whether window samples carry [`SampleLabels`]; the window's label sets, interned.
+    labelled: bool,
+    label_ids: FxHashMap<SampleLabels, u32>,
+    label_sets: Vec<SampleLabels>,
     /// How often the whole-run profile was folded, and how many stacks went into callers.
     pub folds: u64,
     pub folded_stacks: u64,
 }
+
+/// A window's counts are keyed by the stack's frame ids followed by one more element, the id of
+/// its label set ([`NO_LABELS`] when none); the whole-run counts by the frame ids alone.
+const NO_LABELS: u32 = u32::MAX;
 
 impl Aggregator {
     pub fn new(sample_rate: u32, start: SystemTime, keep_total: bool) -> Self {
@@ -114,13 +155,23 @@ impl Aggregator {
             run_start: start,
             period_ns: spy::period_ns(sample_rate),
             scratch: Vec::new(),
+            labelled: false,
+            label_ids: FxHashMap::default(),
+            label_sets: Vec::new(),
             folds: 0,
             folded_stacks: 0,
         }
     }
 
-    /// Adds one sample of one thread, taken by `spy`.
-    pub fn add(&mut self, stack: Stack, spy: &'static str) {
+    /// Window samples carry their [`SampleLabels`] (the whole-run profile, for local files,
+    /// does not).
+    pub fn with_labels(mut self, on: bool) -> Self {
+        self.labelled = on;
+        self
+    }
+
+    /// Adds one sample of one thread of process `pid`, taken by `spy`.
+    pub fn add(&mut self, stack: Stack, spy: &'static str, pid: u32) {
         *self.window_spies.entry(spy).or_default() += 1;
         *self.total_spies.entry(spy).or_default() += 1;
         let cpu_ns = stack.cpu_ns.unwrap_or(self.period_ns);
@@ -137,9 +188,30 @@ impl Aggregator {
             };
             self.scratch.push(id);
         }
-        bump(&mut self.window, &self.scratch, cpu_ns);
         if let Some(total) = &mut self.total {
             bump(total, &self.scratch, cpu_ns);
+        }
+        let label = if self.labelled {
+            let labels = SampleLabels {
+                pid,
+                thread_id: stack.thread_name.is_none().then_some(stack.thread_id),
+                thread_name: stack.thread_name,
+            };
+            match self.label_ids.get(&labels) {
+                Some(&id) => id,
+                None => {
+                    let id = self.label_sets.len() as u32;
+                    self.label_sets.push(labels.clone());
+                    self.label_ids.insert(labels, id);
+                    id
+                }
+            }
+        } else {
+            NO_LABELS
+        };
+        self.scratch.push(label);
+        bump(&mut self.window, &self.scratch, cpu_ns);
+        if let Some(total) = &self.total {
             if total.len() > MAX_TOTAL_STACKS || self.frames.len() > MAX_TOTAL_FRAMES {
                 self.bound_total();
             }
@@ -155,7 +227,13 @@ impl Aggregator {
         if counts.is_empty() {
             return None;
         }
-        let profile = self.build(counts.into_iter(), start, end, main_spy(&spies));
+        let labels = std::mem::take(&mut self.label_sets);
+        self.label_ids.clear();
+        let counts = counts.into_iter().map(|(mut key, w)| {
+            let label = key.pop().filter(|&l| l != NO_LABELS);
+            (key, label, w)
+        });
+        let profile = self.build(counts, labels, start, end, main_spy(&spies));
         if self.total.is_none() {
             // Nothing else holds these frames: the next window interns its own. The table
             // keeps room for about what this window needed, not for the largest one ever.
@@ -247,7 +325,8 @@ impl Aggregator {
     pub fn total(&self, end: SystemTime) -> Option<Profile> {
         let total = self.total.as_ref()?;
         Some(self.build(
-            total.iter().map(|(k, v)| (k.clone(), *v)),
+            total.iter().map(|(k, v)| (k.clone(), None, *v)),
+            Vec::new(),
             self.run_start,
             end,
             main_spy(&self.total_spies),
@@ -256,18 +335,25 @@ impl Aggregator {
 
     fn build(
         &self,
-        counts: impl Iterator<Item = (Vec<u32>, Weight)>,
+        counts: impl Iterator<Item = (Vec<u32>, Option<u32>, Weight)>,
+        labels: Vec<SampleLabels>,
         start: SystemTime,
         end: SystemTime,
         spy_name: &'static str,
     ) -> Profile {
-        let counts: Vec<(Vec<u32>, Weight)> = counts.collect();
-        let (frames, mut stacks) =
-            reindex(&self.frames, counts.iter().map(|(s, w)| (s.as_slice(), *w)));
+        let counts: Vec<Counted> = counts
+            .map(|(stack, labels, weight)| Counted {
+                stack,
+                labels,
+                weight,
+            })
+            .collect();
+        let (frames, mut stacks) = reindex(&self.frames, counts.iter());
         stacks.sort();
         Profile {
             frames,
             stacks,
+            labels,
             start,
             end,
             period_ns: self.period_ns,
@@ -279,13 +365,14 @@ impl Aggregator {
 /// Stacks renumbered over only the frames they use (of `all`), and those frames.
 fn reindex<'a>(
     all: &[Frame],
-    stacks: impl Iterator<Item = (&'a [u32], Weight)>,
-) -> (Vec<Frame>, Vec<(Vec<u32>, Weight)>) {
+    stacks: impl Iterator<Item = &'a Counted>,
+) -> (Vec<Frame>, Vec<Counted>) {
     let mut remap: HashMap<u32, u32> = HashMap::new();
     let mut frames = Vec::new();
     let stacks = stacks
-        .map(|(stack, w)| {
-            let s = stack
+        .map(|c| {
+            let s = c
+                .stack
                 .iter()
                 .map(|&id| {
                     *remap.entry(id).or_insert_with(|| {
@@ -294,7 +381,11 @@ fn reindex<'a>(
                     })
                 })
                 .collect();
-            (s, w)
+            Counted {
+                stack: s,
+                labels: c.labels,
+                weight: c.weight,
+            }
         })
         .collect();
     (frames, stacks)
@@ -309,21 +400,27 @@ fn main_spy(counts: &HashMap<&'static str, u64>) -> &'static str {
         .unwrap_or("")
 }
 
-/// Keeps only the frames `a` and `b` use, renumbered; returns how many.
+/// Keeps only the frames `total` and `window` use, renumbered; returns how many. (The last
+/// element of a window key is its label set, not a frame: it stays.)
 fn compact(
     frames: &mut Vec<Frame>,
     ids: &mut FxHashMap<Frame, u32>,
-    a: &mut Counts,
-    b: &mut Counts,
+    total: &mut Counts,
+    window: &mut Counts,
 ) -> usize {
     let mut remap: FxHashMap<u32, u32> = FxHashMap::default();
     let mut kept: Vec<Frame> = Vec::new();
-    for counts in [a, b] {
+    for (counts, tagged) in [(total, false), (window, true)] {
         let old = std::mem::take(counts);
         for (stack, w) in old {
+            let frame_count = stack.len() - usize::from(tagged);
             let stack: Vec<u32> = stack
                 .iter()
-                .map(|&id| {
+                .enumerate()
+                .map(|(i, &id)| {
+                    if i >= frame_count {
+                        return id;
+                    }
                     *remap.entry(id).or_insert_with(|| {
                         kept.push(frames[id as usize].clone());
                         (kept.len() - 1) as u32
@@ -389,8 +486,10 @@ mod tests {
                                 f(&format!("gen{n}_1")),
                             ],
                             cpu_ns: Some(1 + n % 7),
+                            thread_name: None,
                         },
                         "pyspy",
+                        7,
                     );
                     cpu += 1 + n % 7;
                     assert!(a.interned_frames() <= MAX_TOTAL_FRAMES + 3);
@@ -424,8 +523,10 @@ mod tests {
                     thread_id: 1,
                     frames: vec![f("main"), f("slow")],
                     cpu_ns: ns,
+                    thread_name: None,
                 },
                 "pyspy",
+                7,
             );
         }
         a.add(
@@ -433,8 +534,10 @@ mod tests {
                 thread_id: 1,
                 frames: vec![f("main"), f("fast")],
                 cpu_ns: None,
+                thread_name: None,
             },
             "pyspy",
+            7,
         );
         let w = a.take_window(t0, t0 + Duration::from_secs(10)).unwrap();
         assert_eq!(w.total_samples(), 4);
@@ -444,7 +547,7 @@ mod tests {
         let texts: Vec<_> = w
             .stacks
             .iter()
-            .map(|(s, n)| (w.stack_text(s, |f| f.function.to_string()), *n))
+            .map(|c| (w.stack_text(&c.stack, |f| f.function.to_string()), c.weight))
             .collect();
         // A sample without a measured CPU time stands for one period (10 ms at 100 Hz).
         let slow = Weight {
@@ -464,8 +567,10 @@ mod tests {
                 thread_id: 1,
                 frames: vec![f("other")],
                 cpu_ns: None,
+                thread_name: None,
             },
             "rbspy",
+            7,
         );
         let w2 = a.take_window(t0, t0).unwrap();
         assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");

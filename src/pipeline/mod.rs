@@ -53,24 +53,29 @@ impl Pipeline {
             None => None,
         };
         Ok(Pipeline {
-            aggregator: Aggregator::new(settings.sample_rate, now, !settings.outputs.is_empty()),
+            aggregator: Aggregator::new(settings.sample_rate, now, !settings.outputs.is_empty())
+                .with_labels(settings.sample_labels),
             windows: Windows::new(now),
             uploader,
             outputs: settings.outputs.clone(),
             app_name: settings.app_name.clone(),
             pull: match &settings.listen {
-                Some(l) => Some(pull::Pull::start(l, settings.sample_rate)?),
+                Some(l) => Some(pull::Pull::start(
+                    l,
+                    settings.sample_rate,
+                    settings.sample_labels,
+                )?),
                 None => None,
             },
         })
     }
 
-    /// One sample of one thread, taken by the spy named `spy`.
-    pub fn add(&mut self, stack: Stack, spy: &'static str) {
+    /// One sample of one thread of process `pid`, taken by the spy named `spy`.
+    pub fn add(&mut self, stack: Stack, spy: &'static str, pid: u32) {
         if let Some(p) = &mut self.pull {
-            p.add(&stack, spy);
+            p.add(&stack, spy, pid);
         }
-        self.aggregator.add(stack, spy);
+        self.aggregator.add(stack, spy, pid);
     }
 
     /// How long until the open window ends.

@@ -106,7 +106,13 @@ pub fn file_timestamp() -> String {
 fn collapsed_lines(p: &Profile) -> Vec<String> {
     p.stacks
         .iter()
-        .map(|(s, w)| format!("{} {}", p.stack_text(s, frame_label), w.samples))
+        .map(|c| {
+            format!(
+                "{} {}",
+                p.stack_text(&c.stack, frame_label),
+                c.weight.samples
+            )
+        })
         .collect()
 }
 
@@ -162,8 +168,8 @@ impl Outputter for Speedscope {
             .iter()
             .map(|f| serde_json::json!({ "name": f.function, "file": f.file, "line": f.line }))
             .collect();
-        let samples: Vec<&Vec<u32>> = p.stacks.iter().map(|(s, _)| s).collect();
-        let weights: Vec<u64> = p.stacks.iter().map(|(_, w)| w.cpu_ns).collect();
+        let samples: Vec<&Vec<u32>> = p.stacks.iter().map(|c| &c.stack).collect();
+        let weights: Vec<u64> = p.stacks.iter().map(|c| c.weight.cpu_ns).collect();
         let total: u64 = weights.iter().sum();
         let doc = serde_json::json!({
             "$schema": "https://www.speedscope.app/file-format-schema.json",
@@ -212,7 +218,7 @@ pub fn write_file(path: &Path, format: OutputFormat, profile: &Profile, title: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::aggregate::Weight;
+    use crate::pipeline::aggregate::{Counted, Weight};
     use spy::Frame;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -225,14 +231,14 @@ mod tests {
         Profile {
             frames: vec![f("main"), f("slow")],
             stacks: vec![
-                (
+                Counted::unlabelled(
                     vec![0, 1],
                     Weight {
                         samples: 2,
                         cpu_ns: 20_000_000,
                     },
                 ),
-                (
+                Counted::unlabelled(
                     vec![0],
                     Weight {
                         samples: 1,
@@ -240,6 +246,7 @@ mod tests {
                     },
                 ),
             ],
+            labels: Vec::new(),
             start: UNIX_EPOCH,
             end: UNIX_EPOCH + Duration::from_secs(1),
             period_ns: 10_000_000,

@@ -197,13 +197,47 @@ pub fn to_pprof(p: &Profile) -> PprofProfile {
             }
         })
         .collect();
+    // Sample labels as strings (what Grafana Pyroscope keeps of them): `pid`, and `thread_name`
+    // or, for a thread without a name, `thread_id`.
+    let (pid_key, thread_key) = (strings.id("pid"), strings.id("thread_name"));
+    let id_key = strings.id("thread_id");
+    let label_sets: Vec<Vec<Label>> = p
+        .labels
+        .iter()
+        .map(|l| {
+            let mut set = vec![Label {
+                key: pid_key,
+                str: strings.id(&l.pid.to_string()),
+                ..Default::default()
+            }];
+            if let Some(name) = &l.thread_name {
+                set.push(Label {
+                    key: thread_key,
+                    str: strings.id(name),
+                    ..Default::default()
+                });
+            }
+            if let Some(id) = l.thread_id {
+                set.push(Label {
+                    key: id_key,
+                    str: strings.id(&id.to_string()),
+                    ..Default::default()
+                });
+            }
+            set
+        })
+        .collect();
     let sample = p
         .stacks
         .iter()
-        .map(|(stack, w)| Sample {
-            location_id: stack.iter().rev().map(|&i| u64::from(i) + 1).collect(),
-            value: vec![w.cpu_ns as i64],
-            label: vec![],
+        .map(|c| Sample {
+            location_id: c.stack.iter().rev().map(|&i| u64::from(i) + 1).collect(),
+            value: vec![c.weight.cpu_ns as i64],
+            label: c
+                .labels
+                .and_then(|l| label_sets.get(l as usize))
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect();
     let start = unix_nanos(p.start);
@@ -277,6 +311,7 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::aggregate::{Counted, SampleLabels};
     use prost::Message;
     use spy::Frame;
     use std::time::{Duration, UNIX_EPOCH};
@@ -310,7 +345,7 @@ mod tests {
         });
         let stacks: Vec<_> = (0..40_000u32)
             .map(|i| {
-                (
+                Counted::unlabelled(
                     vec![40_000, i],
                     crate::pipeline::aggregate::Weight {
                         samples: 1,
@@ -322,6 +357,7 @@ mod tests {
         let p = Profile {
             frames,
             stacks,
+            labels: Vec::new(),
             start,
             end: start + Duration::from_secs(10),
             period_ns: 10_000_000,
@@ -362,7 +398,32 @@ mod tests {
         let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let p = Profile {
             frames: vec![f("main", 1), f("slow", 5), f("slow", 6)],
-            stacks: vec![(vec![0, 1], w(3)), (vec![0, 2], w(1))],
+            // The first stack's samples carry labels, with and without a thread name.
+            stacks: vec![
+                Counted {
+                    stack: vec![0, 1],
+                    labels: Some(0),
+                    weight: w(3),
+                },
+                Counted {
+                    stack: vec![0, 1],
+                    labels: Some(1),
+                    weight: w(2),
+                },
+                Counted::unlabelled(vec![0, 2], w(1)),
+            ],
+            labels: vec![
+                SampleLabels {
+                    pid: 42,
+                    thread_name: Some("worker-1".into()),
+                    thread_id: None,
+                },
+                SampleLabels {
+                    pid: 43,
+                    thread_name: None,
+                    thread_id: Some(44),
+                },
+            ],
             start,
             end: start + Duration::from_secs(10),
             period_ns: 10_000_000,
@@ -379,7 +440,20 @@ mod tests {
         // Two lines of `slow` share one function.
         assert_eq!(d.function.len(), 2);
         let total: i64 = d.sample.iter().map(|s| s.value[0]).sum();
-        assert_eq!(total, 4 * 10_000_000);
+        assert_eq!(total, 6 * 10_000_000);
+        let labels: Vec<Vec<(&str, &str)>> = d
+            .sample
+            .iter()
+            .map(|x| x.label.iter().map(|l| (s(l.key), s(l.str))).collect())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                vec![("pid", "42"), ("thread_name", "worker-1")],
+                vec![("pid", "43"), ("thread_id", "44")],
+                vec![]
+            ]
+        );
         // Leaf first: the first location of the 3-count sample is `slow` line 5.
         let first = &d.sample.iter().find(|s| s.value[0] == 30_000_000).unwrap();
         let loc = &d.location[(first.location_id[0] - 1) as usize];

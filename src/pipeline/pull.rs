@@ -63,6 +63,8 @@ pub struct Pull {
     requests: Receiver<Request>,
     captures: Vec<Capture>,
     sample_rate: u32,
+    /// Samples carry their labels (pid, thread_name).
+    labels: bool,
     /// Requests being served (their answer not written yet).
     in_flight: Arc<AtomicUsize>,
 }
@@ -72,7 +74,7 @@ const ANSWER_BUDGET: Duration = Duration::from_secs(2);
 
 impl Pull {
     /// Serves `listener` on a thread of its own (a thread per request).
-    pub fn start(listener: &Listener, sample_rate: u32) -> anyhow::Result<Pull> {
+    pub fn start(listener: &Listener, sample_rate: u32, labels: bool) -> anyhow::Result<Pull> {
         let socket = listener.0.try_clone()?;
         let server = tiny_http::Server::from_listener(socket, None)
             .map_err(|e| anyhow::anyhow!("cannot serve --listen-address: {e}"))?;
@@ -104,14 +106,15 @@ impl Pull {
             requests,
             captures: Vec::new(),
             sample_rate,
+            labels,
             in_flight,
         })
     }
 
     /// A sample, for every open capture.
-    pub fn add(&mut self, stack: &Stack, spy: &'static str) {
+    pub fn add(&mut self, stack: &Stack, spy: &'static str, pid: u32) {
         for c in &mut self.captures {
-            c.aggregator.add(stack.clone(), spy);
+            c.aggregator.add(stack.clone(), spy, pid);
         }
     }
 
@@ -119,7 +122,7 @@ impl Pull {
     pub fn poll(&mut self, now: SystemTime) {
         while let Ok(rq) = self.requests.try_recv() {
             self.captures.push(Capture {
-                aggregator: Aggregator::new(self.sample_rate, now, false),
+                aggregator: Aggregator::new(self.sample_rate, now, false).with_labels(self.labels),
                 start: now,
                 end: now + rq.seconds,
                 reply: rq.reply,
@@ -160,6 +163,7 @@ fn answer(mut c: Capture, end: SystemTime) {
         .unwrap_or_else(|| Profile {
             frames: Vec::new(),
             stacks: Vec::new(),
+            labels: Vec::new(),
             start: c.start,
             end,
             period_ns: spy::period_ns(1),

@@ -115,7 +115,7 @@ impl Sampler {
                     }
                     for s in stacks.drain(..) {
                         self.stats.stacks += 1;
-                        pipeline.add(s, spy_name);
+                        pipeline.add(s, spy_name, pid);
                     }
                 }
                 Ok(Err(SampleError::Gone)) => keep = false,

@@ -111,6 +111,7 @@ impl Targets {
                 sample_rate: settings.sample_rate,
                 wall_clock: settings.wall_clock,
                 gil_only: settings.gil_only,
+                thread_names: settings.sample_labels,
             },
             release_ptrace: settings.release_ptrace,
             map: BTreeMap::new(),

@@ -41,11 +41,21 @@ pub fn decode_pprof_gz(b: &[u8]) -> PprofProfile {
 pub struct Sampled {
     pub frames: Vec<(String, String, i64)>,
     pub value: i64,
+    /// pprof sample labels (key, string value).
+    pub labels: Vec<(String, String)>,
 }
 
 impl Sampled {
     pub fn has(&self, function: &str) -> bool {
         self.frames.iter().any(|f| f.0 == function)
+    }
+
+    /// The value of sample label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -72,6 +82,7 @@ pub fn samples(p: &PprofProfile) -> Vec<Sampled> {
             Sampled {
                 frames,
                 value: smp.value[0],
+                labels: smp.label.iter().map(|l| (s(l.key), s(l.str))).collect(),
             }
         })
         .collect()

@@ -166,6 +166,13 @@ pub fn alternate_dll() -> &'static PathBuf {
     DLL.get_or_init(|| csharp_dll("tests/apps/Alternate.cs", "alternate"))
 }
 
+/// tests/apps/NamedThreads.cs compiled, with its runtimeconfig.
+#[allow(dead_code)]
+pub fn named_threads_dll() -> &'static PathBuf {
+    static DLL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DLL.get_or_init(|| csharp_dll("tests/apps/NamedThreads.cs", "named_threads"))
+}
+
 /// Compiles `source` (relative to the repository) with mcs into a temporary `NAME.dll`, next to
 /// the example's runtimeconfig (CoreCLR 3.1).
 fn csharp_dll(source: &str, name: &str) -> PathBuf {

@@ -254,12 +254,14 @@ impl Collector {
                     thread_id: p.thread_id,
                     frames: frames.clone(),
                     cpu_ns: None,
+                    thread_name: None,
                 });
             }
             self.ready.push(Stack {
                 thread_id: p.thread_id,
                 frames,
                 cpu_ns: None,
+                thread_name: None,
             });
             self.stats.stacks_emitted += p.copies as u64;
         }

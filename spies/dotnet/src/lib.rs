@@ -127,6 +127,9 @@ impl Runtime for DotNet {
             version,
             reader,
             ended_seen: None,
+            names: options
+                .thread_names
+                .then(|| spy::procfs::ThreadNames::new(pid)),
         }))
     }
 }
@@ -137,6 +140,8 @@ struct DotNetProcessSpy {
     reader: SessionReader,
     /// When the end of the stream was first seen.
     ended_seen: Option<std::time::Instant>,
+    /// OS thread names (which `Thread.Name` sets), for the `thread_name` label.
+    names: Option<spy::procfs::ThreadNames>,
 }
 
 impl Spy for DotNetProcessSpy {
@@ -153,7 +158,15 @@ impl Spy for DotNetProcessSpy {
         out: &mut Vec<Stack>,
     ) -> Result<(), SampleError> {
         let mut s = self.reader.shared.lock().expect("not poisoned");
+        let first = out.len();
         out.append(&mut s.ready);
+        if let Some(names) = &mut self.names {
+            for stack in &mut out[first..] {
+                stack.thread_name = u32::try_from(stack.thread_id)
+                    .ok()
+                    .and_then(|tid| names.own(tid));
+            }
+        }
         let Some(ended) = &s.ended else { return Ok(()) };
         if !spy::procfs::alive(self.pid) {
             return Err(SampleError::Gone);

@@ -12,6 +12,7 @@
 
 pub mod fixture;
 pub mod memory;
+mod names;
 pub mod reader;
 mod release;
 
@@ -103,9 +104,9 @@ impl Runtime for Python {
         if let Some(build) = free_threaded_build(pid) {
             return attach_free_threaded(pid, &build, options);
         }
-        if let Some((frames, version)) = inherited(pid, options.gil_only) {
+        if let Some((frames, layout)) = inherited(pid, options.gil_only) {
             log::debug!("process {pid}: same interpreter layout as its parent (forked)");
-            return Ok(python_spy(pid, version, Engine::Own(frames), options));
+            return Ok(python_spy(pid, &layout, Engine::Own(frames), options));
         }
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
@@ -127,6 +128,10 @@ impl Runtime for Python {
             interpreter_address: inner.addresses.interpreter_address,
             threadstate_address: inner.addresses.threadstate_address,
             free_threaded: false,
+            names: Some(names::Where {
+                layout: inner.addresses.clone(),
+                version: inner.version.clone(),
+            }),
         };
         let engine = match own_reader(pid, &layout, options.gil_only) {
             Ok(frames) => {
@@ -142,7 +147,7 @@ impl Runtime for Python {
                 }
             }
         };
-        Ok(python_spy(pid, layout.version, engine, options))
+        Ok(python_spy(pid, &layout, engine, options))
     }
 }
 
@@ -166,8 +171,8 @@ fn attach_free_threaded(
             "free-threaded CPython {build} can only be read with our reader, and {READER_ENV}=pyspy asks for py-spy's"
         )));
     }
-    if let Some((frames, version)) = inherited(pid, false) {
-        return Ok(python_spy(pid, version, Engine::Own(frames), options));
+    if let Some((frames, layout)) = inherited(pid, false) {
+        return Ok(python_spy(pid, &layout, Engine::Own(frames), options));
     }
     let (major, minor, version, interpreter_address) =
         locate_free_threaded(pid).map_err(AttachError::NotReady)?;
@@ -179,6 +184,8 @@ fn attach_free_threaded(
         interpreter_address,
         threadstate_address: 0,
         free_threaded: true,
+        // py-spy's walk of `threading._active` does not know this build's object header.
+        names: None,
     };
     if options.gil_only {
         log::warn!("process {pid}: --gil-only has no meaning for free-threaded CPython (it has no GIL): every running thread counts");
@@ -187,12 +194,7 @@ fn attach_free_threaded(
     // works.
     let frames = own_reader(pid, &layout, false).map_err(AttachError::NotReady)?;
     remember(pid, layout.clone());
-    Ok(python_spy(
-        pid,
-        layout.version,
-        Engine::Own(frames),
-        options,
-    ))
+    Ok(python_spy(pid, &layout, Engine::Own(frames), options))
 }
 
 /// Version and interpreter address of a free-threaded 3.13+ CPython, from its own symbols:
@@ -242,11 +244,20 @@ pub fn locate_free_threaded(pid: u32) -> Result<(u64, u64, String, usize), Strin
     ))
 }
 
-fn python_spy(pid: u32, version: String, engine: Engine, options: &AttachOptions) -> Box<dyn Spy> {
+fn python_spy(pid: u32, layout: &Layout, engine: Engine, options: &AttachOptions) -> Box<dyn Spy> {
+    let version = layout.version.clone();
     let reader = PythonReader {
         pid,
         unverified: release::unverified(pid, &version),
         version,
+        names: if options.thread_names {
+            layout
+                .names
+                .clone()
+                .and_then(|at| names::ThreadNames::new(pid, at))
+        } else {
+            None
+        },
         engine,
         tids: spy::tids::TidMap::default(),
         unlisted: None,
@@ -272,6 +283,8 @@ struct Layout {
     threadstate_address: usize,
     /// A free-threaded build (no GIL; its own object layout).
     free_threaded: bool,
+    /// Where Python's thread names are (`None`: not read, OS thread names are used).
+    names: Option<names::Where>,
 }
 
 /// The layouts of the processes read with our reader, by pid (children are attached from
@@ -307,7 +320,7 @@ fn remember(pid: u32, layout: Layout) {
 /// interpreter (parsing the binary's symbols costs milliseconds per process: with
 /// `multiprocessing.Pool(maxtasksperchild=1)`, most of the agent's CPU): same code mappings at
 /// the same addresses as the parent, and a first read that works.
-fn inherited(pid: u32, gil_only: bool) -> Option<(Box<dyn reader::Frames>, String)> {
+fn inherited(pid: u32, gil_only: bool) -> Option<(Box<dyn reader::Frames>, Layout)> {
     let parent = spy::procfs::parent(pid)?;
     let layout = KNOWN
         .lock()
@@ -319,9 +332,8 @@ fn inherited(pid: u32, gil_only: bool) -> Option<(Box<dyn reader::Frames>, Strin
         return None;
     }
     let frames = own_reader(pid, &layout, gil_only).ok()?;
-    let version = layout.version.clone();
-    remember(pid, layout);
-    Some((frames, version))
+    remember(pid, layout.clone());
+    Some((frames, layout))
 }
 
 /// Our reader for the process py-spy found, checked with one read; why not, when it cannot be
@@ -490,6 +502,8 @@ struct PythonReader {
     /// Whether the last read met a thread state whose OS thread is not listed (own reader only:
     /// it reads every thread state each sample).
     unlisted: Option<bool>,
+    /// Python's thread names (`None`: OS thread names are used).
+    names: Option<names::ThreadNames>,
 }
 
 /// Reads thread stacks (only the GIL holder's with `gil_only`); `locked` when the caller has
@@ -642,6 +656,7 @@ impl PythonReader {
                             .unwrap_or(thread.thread_id),
                         frames,
                         cpu_ns: None,
+                        thread_name: self.names.as_mut().and_then(|n| n.get(thread.thread_id)),
                     });
                 }
                 Ok(())
@@ -684,6 +699,7 @@ impl PythonReader {
                         thread_id: tid.map(u64::from).unwrap_or(trace.thread_id),
                         frames,
                         cpu_ns: None,
+                        thread_name: self.names.as_mut().and_then(|n| n.get(trace.thread_id)),
                     });
                 }
                 Ok(())

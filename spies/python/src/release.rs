@@ -196,6 +196,7 @@ mod tests {
         Stack {
             thread_id: 1,
             cpu_ns: None,
+            thread_name: None,
             frames: frames
                 .iter()
                 .map(|&(function, file)| Frame {

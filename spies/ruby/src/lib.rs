@@ -285,6 +285,7 @@ fn convert(trace: &rbspy::StackTrace, cwd: Option<&str>) -> Stack {
         thread_id: trace.thread_id.unwrap_or(0) as u64,
         frames,
         cpu_ns: None,
+        thread_name: None,
     }
 }
 

@@ -49,6 +49,10 @@ pub struct Stack {
     /// thread since the previous tick ([`OnCpuSpy`] fills it in from `schedstat`). `None`: one
     /// sampling period (when the thread's CPU time is not known, e.g. its first sample).
     pub cpu_ns: Option<u64>,
+    /// The thread's name, when the runtime knows it cheaply (Python's `threading` names) or
+    /// else the OS thread name (`/proc/PID/task/TID/comm`, which Ruby's `Thread#name=`, .NET's
+    /// `Thread.Name` and CPython 3.14's `threading` set). `None`: not known.
+    pub thread_name: Option<Arc<str>>,
 }
 
 /// Why a process could not be paused.
@@ -172,6 +176,10 @@ pub struct AttachOptions {
     pub wall_clock: bool,
     /// Count only the thread holding the interpreter lock (Python's GIL).
     pub gil_only: bool,
+    /// Name the threads of stacks ([`Stack::thread_name`]) where that costs reads of the
+    /// target's memory beyond the stacks (Python's `threading` names); off with
+    /// `--no-sample-labels`.
+    pub thread_names: bool,
 }
 
 /// The sampling period at `sample_rate` Hz, in nanoseconds.

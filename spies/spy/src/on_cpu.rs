@@ -116,6 +116,15 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
             }
             true
         });
+        // A stack whose runtime did not name its thread gets the OS thread name.
+        let from = first.min(out.len());
+        for stack in &mut out[from..] {
+            if stack.thread_name.is_none() {
+                if let Ok(tid) = u32::try_from(stack.thread_id) {
+                    stack.thread_name = self.states.name(tid);
+                }
+            }
+        }
         if self.reader.unlisted_thread_seen() == Some(false) {
             self.states.list_is_current();
         }
@@ -166,6 +175,7 @@ mod tests {
             out.extend((0..running).map(|i| Stack {
                 thread_id: i as u64,
                 cpu_ns: None,
+                thread_name: None,
                 frames: vec![Frame {
                     function: "f".into(),
                     file: "f.x".into(),

@@ -28,6 +28,60 @@ pub fn stat_state(stat: &[u8]) -> Option<u8> {
     stat.get(command_end(stat)? + 2).copied()
 }
 
+/// Field 2, the command (a thread's name, `comm`), without its parentheses.
+pub fn stat_command(stat: &[u8]) -> Option<&[u8]> {
+    let start = stat.iter().position(|&b| b == b'(')? + 1;
+    stat.get(start..command_end(stat)?)
+}
+
+/// OS thread names (`/proc/PID/task/TID/comm`) of one process, each read again at most once a
+/// second, for spies that do not keep the thread's files open ([`crate::ThreadStates::name`]
+/// does for the others).
+pub struct ThreadNames {
+    pid: u32,
+    names: std::collections::HashMap<u32, (std::sync::Arc<str>, std::time::Instant)>,
+}
+
+impl ThreadNames {
+    pub fn new(pid: u32) -> Self {
+        ThreadNames {
+            pid,
+            names: Default::default(),
+        }
+    }
+
+    /// The name of thread `tid` when it has one of its own: `None` when it has the name of the
+    /// process's main thread (a runtime that does not name its threads), or is gone.
+    pub fn own(&mut self, tid: u32) -> Option<std::sync::Arc<str>> {
+        let main = self.get(self.pid)?;
+        self.get(tid).filter(|name| *name != main)
+    }
+
+    /// The name of thread `tid`; `None` when it is gone (or not of this process's view).
+    pub fn get(&mut self, tid: u32) -> Option<std::sync::Arc<str>> {
+        let fresh = std::time::Duration::from_secs(1);
+        if let Some((name, at)) = self.names.get(&tid) {
+            if at.elapsed() < fresh {
+                return Some(name.clone());
+            }
+        }
+        let read = std::fs::read(format!("/proc/{}/task/{tid}/comm", self.pid)).ok()?;
+        let read = read.strip_suffix(b"\n").unwrap_or(&read);
+        let name: std::sync::Arc<str> = match self.names.get(&tid) {
+            Some((old, _)) if old.as_bytes() == read => old.clone(),
+            _ => String::from_utf8_lossy(read).into(),
+        };
+        if self.names.len() >= 4096 {
+            // Threads come and go: keep those seen within the last minute.
+            self.names
+                .retain(|_, (_, at)| at.elapsed() < std::time::Duration::from_secs(60));
+        }
+        self.names
+            .insert(tid, (name.clone(), std::time::Instant::now()));
+        Some(name)
+    }
+}
+
 /// What the agent uses of `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {

@@ -44,12 +44,12 @@ pub mod python_data_access;
 pub mod python_interpreters;
 pub mod python_process_info;
 pub mod python_spy;
-mod python_threading;
+pub mod python_threading;
 pub mod sampler;
 pub mod stack_trace;
 pub mod timer;
 mod utils;
-mod version;
+pub mod version;
 
 pub use config::Config;
 pub use python_spy::PythonSpy;

@@ -1,0 +1,233 @@
+//! Per-sample labels: each pushed sample carries `pid` (the process it was taken in) and
+//! `thread_name`, so Grafana can pick out one worker process or one thread; off with
+//! `--no-sample-labels`. Checked on the bytes the receiver got.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// (parent pid, child pid) from the app's "pids P C" line.
+fn pids(stdout: &str) -> (String, String) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("pids "))
+        .unwrap_or_else(|| panic!("no pids line: {stdout}"));
+    let mut it = line.split_whitespace().skip(1).map(str::to_string);
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+fn exec_named_workers(server: &Receiver, version: &str, extra: &[&str]) -> Run {
+    let py = python(version);
+    let app = test_app("named_workers.py");
+    let mut args = vec![
+        "exec",
+        "--server-address",
+        &server.url,
+        "--sample-rate",
+        "200",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[path_str(&py), path_str(&app), "3"]);
+    run(pyroscope(&args), Duration::from_secs(60))
+}
+
+/// Two CPython processes with threads named `worker-a` and `worker-b` by `threading` (before
+/// 3.14 the OS names are the process's, so these come from Python's own thread table): every
+/// sample carries its process's pid, and each thread's samples its Python name.
+#[test]
+fn python_3_11_samples_carry_pid_and_thread_name() {
+    pid_and_thread_name("3.11");
+}
+
+/// 3.13: the `Thread` objects keep their attributes in a managed dict.
+#[test]
+fn python_3_13_samples_carry_pid_and_thread_name() {
+    pid_and_thread_name("3.13");
+}
+
+#[test]
+fn python_3_14_samples_carry_pid_and_thread_name() {
+    pid_and_thread_name("3.14");
+}
+
+fn pid_and_thread_name(version: &str) {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    let r = exec_named_workers(&server, version, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let (parent, child) = pids(&r.stdout);
+    let all = pushed_samples(
+        &server,
+        &[("service_name", "named_workers")],
+        None,
+        &r.stderr,
+    );
+    // CPU ns per (pid, thread_name, burn function).
+    let mut by: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
+    for s in &all {
+        let pid = s
+            .label("pid")
+            .unwrap_or_else(|| panic!("no pid label: {s:?}"));
+        assert!(
+            pid == parent || pid == child,
+            "pid {pid}: not {parent} or {child}"
+        );
+        let thread = s.label("thread_name").unwrap_or("").to_string();
+        for f in ["burn_a", "burn_b"] {
+            if s.has(f) {
+                *by.entry((pid.to_string(), thread.clone(), f)).or_default() += s.value;
+            }
+        }
+    }
+    eprintln!("CPU ns by (pid, thread_name, function): {by:?}");
+    let total: i64 = by.values().sum();
+    for pid in [&parent, &child] {
+        for (thread, f) in [("worker-a", "burn_a"), ("worker-b", "burn_b")] {
+            let named = by
+                .get(&(pid.clone(), thread.to_string(), f))
+                .copied()
+                .unwrap_or(0);
+            let all_of_f: i64 = by
+                .iter()
+                .filter(|((p, _, g), _)| p == pid && *g == f)
+                .map(|(_, v)| v)
+                .sum();
+            // Each of the 4 threads got about a quarter of the CPU; a thread's first samples,
+            // before the first walk of the thread table, may carry its OS name.
+            assert!(
+                named * 10 >= all_of_f * 9 && named * 8 >= total,
+                "{f} in process {pid}: {named} of {all_of_f} ns labelled {thread} (total {total})"
+            );
+        }
+    }
+}
+
+/// `--no-sample-labels`: no sample carries labels; the series labels are as always.
+#[test]
+fn no_sample_labels_turns_them_off() {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    let r = exec_named_workers(&server, "3.11", &["--no-sample-labels"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let all = pushed_samples(
+        &server,
+        &[("service_name", "named_workers")],
+        None,
+        &r.stderr,
+    );
+    assert!(all.iter().any(|s| s.has("burn_a")));
+    assert!(
+        all.iter().all(|s| s.labels.is_empty()),
+        "labels: {:?}",
+        all.iter().find(|s| !s.labels.is_empty())
+    );
+}
+
+/// Ruby (Debian's and 3.3): `Thread#name=` sets the OS thread name, which the samples carry.
+#[test]
+fn ruby_samples_carry_pid_and_thread_name() {
+    for ruby in [ruby(), ruby33()] {
+        let _slot = Slot::take();
+        let server = Receiver::ok();
+        let app = test_app("named_threads.rb");
+        let r = run(
+            pyroscope(&[
+                "exec",
+                "--server-address",
+                &server.url,
+                "--sample-rate",
+                "200",
+                &ruby,
+                path_str(&app),
+                "3",
+            ]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let all = pushed_samples(&server, &[], None, &r.stderr);
+        let mut by: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
+        for s in &all {
+            let pid = s
+                .label("pid")
+                .unwrap_or_else(|| panic!("no pid label: {s:?}"));
+            let thread = s.label("thread_name").unwrap_or("").to_string();
+            for f in ["burn_a", "burn_b"] {
+                // `burn_a`, or `Object#burn_a` on Ruby 3.3.
+                let method = format!("#{f}");
+                if s.frames.iter().any(|x| x.0 == f || x.0.ends_with(&method)) {
+                    *by.entry((pid.to_string(), thread.clone(), f)).or_default() += s.value;
+                }
+            }
+        }
+        eprintln!("{ruby}: CPU ns by (pid, thread_name, function): {by:?}");
+        let pids: std::collections::BTreeSet<_> = by.keys().map(|k| k.0.clone()).collect();
+        assert_eq!(pids.len(), 1, "{by:?}");
+        for (thread, f) in [("worker-a", "burn_a"), ("worker-b", "burn_b")] {
+            let named: i64 = by
+                .iter()
+                .filter(|((_, t, g), _)| t == thread && *g == f)
+                .map(|(_, v)| v)
+                .sum();
+            let all_of_f: i64 = by
+                .iter()
+                .filter(|((_, _, g), _)| *g == f)
+                .map(|(_, v)| v)
+                .sum();
+            assert!(
+                all_of_f > 0 && named * 10 >= all_of_f * 9,
+                "{ruby}: {f}: {named} of {all_of_f} ns labelled {thread}"
+            );
+        }
+    }
+}
+
+/// .NET: a thread the runtime gave an OS name carries it as `thread_name`; CoreCLR 3.1 names
+/// none (`Thread.Name` reaches the OS from .NET 6), so its samples carry `thread_id`, the OS
+/// thread id, which tells the two workers apart.
+#[test]
+fn dotnet_samples_carry_pid_and_thread_id() {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &server.url,
+            path_str(&dotnet()),
+            path_str(named_threads_dll()),
+            "3",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let all = pushed_samples(&server, &[], None, &r.stderr);
+    let mut by: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
+    for s in &all {
+        let pid = s
+            .label("pid")
+            .unwrap_or_else(|| panic!("no pid label: {s:?}"));
+        assert_eq!(s.label("thread_name"), None, "{s:?}");
+        let thread = s
+            .label("thread_id")
+            .unwrap_or_else(|| panic!("no thread_id label: {s:?}"))
+            .to_string();
+        for f in ["NamedThreads.BurnA", "NamedThreads.BurnB"] {
+            if s.has(f) {
+                *by.entry((pid.to_string(), thread.clone(), f)).or_default() += s.value;
+            }
+        }
+    }
+    eprintln!("CPU ns by (pid, thread_id, function): {by:?}");
+    // One thread each, and not the same one.
+    let threads = |f: &str| -> Vec<String> {
+        by.keys()
+            .filter(|k| k.2 == f)
+            .map(|k| k.1.clone())
+            .collect()
+    };
+    let (a, b) = (threads("NamedThreads.BurnA"), threads("NamedThreads.BurnB"));
+    assert_eq!(a.len(), 1, "{by:?}");
+    assert_eq!(b.len(), 1, "{by:?}");
+    assert_ne!(a, b);
+}
