@@ -32,6 +32,8 @@ pub struct SpoolSettings {
 /// `max-label-name-length`, `max-label-value-length`): a series over any of them is rejected,
 /// so every window would be.
 pub const MAX_LABELS: usize = 30;
+/// Labels each sample adds to its series in the server: `pid`, and `thread_name` or `thread_id`.
+pub const SAMPLE_LABELS: usize = 2;
 pub const MAX_LABEL_NAME: usize = 1024;
 pub const MAX_LABEL_VALUE: usize = 2048;
 /// The highest sample rate; higher rates are lowered to it (with a warning).
@@ -295,12 +297,25 @@ impl Settings {
             let (k, v) = parse_tag(t)?;
             tags.insert(k, v);
         }
-        let labels = tags.len() + crate::pipeline::push::FIXED_LABELS;
+        // The server counts the sample labels (`pid`, and `thread_name` or `thread_id`) as
+        // series labels too.
+        let (ours, which) = if args.no_sample_labels {
+            (
+                crate::pipeline::push::FIXED_LABELS,
+                "__name__, service_name and pyroscope_spy",
+            )
+        } else {
+            (
+                crate::pipeline::push::FIXED_LABELS + SAMPLE_LABELS,
+                "__name__, service_name, pyroscope_spy and the sample labels pid and thread_name (--no-sample-labels frees those two)",
+            )
+        };
+        let labels = tags.len() + ours;
         if labels > MAX_LABELS {
             bail!(
-                "too many tags: {} tags make {labels} labels per series with __name__, service_name and pyroscope_spy, and Pyroscope accepts at most {MAX_LABELS} (give at most {})",
+                "too many tags: {} tags make {labels} labels per series with {which}, and Pyroscope accepts at most {MAX_LABELS} (give at most {})",
                 tags.len(),
-                MAX_LABELS - crate::pipeline::push::FIXED_LABELS
+                MAX_LABELS - ours
             );
         }
         // Validated by the commands before anything else; normalised here.

@@ -108,9 +108,15 @@ fn bad_configuration_never_starts_the_child() {
     let touch = format!("touch {}", marker.display());
     let long_value = format!("k={}", "v".repeat(2049));
     let long_key = format!("{}=v", "k".repeat(1025));
-    let many_tags: Vec<String> = (0..28)
+    // 26 tags + __name__, service_name, pyroscope_spy + the sample labels pid and thread_name.
+    let many_tags: Vec<String> = (0..26)
         .flat_map(|i| ["--tag".to_string(), format!("t{i}=v")])
         .collect();
+    // Without the sample labels, 28 tags are one too many.
+    let mut many_tags_unlabelled: Vec<String> = (0..28)
+        .flat_map(|i| ["--tag".to_string(), format!("t{i}=v")])
+        .collect();
+    many_tags_unlabelled.push("--no-sample-labels".into());
     for (args, expect) in [
         (
             vec!["--server-address", "pyroscope:4040"],
@@ -205,10 +211,16 @@ fn bad_configuration_never_starts_the_child() {
         (vec!["--sample-rate", "-5"], "--sample-rate"),
     ]
     .into_iter()
-    .chain(std::iter::once((
-        many_tags.iter().map(String::as_str).collect(),
-        "too many tags: 28 tags make 31 labels",
-    ))) {
+    .chain([
+        (
+            many_tags.iter().map(String::as_str).collect(),
+            "too many tags: 26 tags make 31 labels per series with __name__, service_name, pyroscope_spy and the sample labels pid and thread_name (--no-sample-labels frees those two), and Pyroscope accepts at most 30 (give at most 25)",
+        ),
+        (
+            many_tags_unlabelled.iter().map(String::as_str).collect(),
+            "too many tags: 28 tags make 31 labels per series with __name__, service_name and pyroscope_spy, and Pyroscope accepts at most 30 (give at most 27)",
+        ),
+    ]) {
         let mut full = vec!["exec"];
         full.extend(args.iter().copied());
         full.extend(["sh", "-c", touch.as_str()]);
