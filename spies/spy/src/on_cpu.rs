@@ -38,6 +38,8 @@ pub trait StackReader {
 pub struct OnCpuSpy<R> {
     pid: u32,
     states: ThreadStates,
+    /// OS thread names, for stacks whose runtime did not name their thread.
+    names: crate::procfs::ThreadNames,
     reader: R,
 }
 
@@ -46,6 +48,7 @@ impl<R: StackReader> OnCpuSpy<R> {
         OnCpuSpy {
             pid,
             states: ThreadStates::new(pid),
+            names: crate::procfs::ThreadNames::new(pid),
             reader,
         }
     }
@@ -121,7 +124,7 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
         for stack in &mut out[from..] {
             if stack.thread_name.is_none() {
                 if let Ok(tid) = u32::try_from(stack.thread_id) {
-                    stack.thread_name = self.states.name(tid);
+                    stack.thread_name = self.names.get(tid);
                 }
             }
         }

@@ -28,15 +28,8 @@ pub fn stat_state(stat: &[u8]) -> Option<u8> {
     stat.get(command_end(stat)? + 2).copied()
 }
 
-/// Field 2, the command (a thread's name, `comm`), without its parentheses.
-pub fn stat_command(stat: &[u8]) -> Option<&[u8]> {
-    let start = stat.iter().position(|&b| b == b'(')? + 1;
-    stat.get(start..command_end(stat)?)
-}
-
 /// OS thread names (`/proc/PID/task/TID/comm`) of one process, each read again at most once a
-/// second, for spies that do not keep the thread's files open ([`crate::ThreadStates::name`]
-/// does for the others).
+/// second (a program may rename a thread after it starts).
 pub struct ThreadNames {
     pid: u32,
     names: std::collections::HashMap<u32, (std::sync::Arc<str>, std::time::Instant)>,

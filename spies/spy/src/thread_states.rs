@@ -2,8 +2,6 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Running/idle state of each OS thread of a process, read from `/proc` **before** the process
 /// is paused (a paused thread always looks idle).
@@ -61,13 +59,7 @@ struct ThreadFiles {
     stat: std::fs::File,
     schedstat: Option<std::fs::File>,
     cpu_ns: Option<u64>,
-    /// Its OS name and when it was read (see [`ThreadStates::name`]).
-    name: Option<(Arc<str>, Instant)>,
 }
-
-/// How long a thread's OS name is kept before it is read again (a program may rename a thread
-/// after it starts).
-const NAME_FRESH: Duration = Duration::from_secs(1);
 
 impl ThreadStates {
     pub fn new(pid: u32) -> Self {
@@ -121,7 +113,6 @@ impl ThreadStates {
                         stat,
                         schedstat,
                         cpu_ns: None,
-                        name: None,
                     },
                 );
             }
@@ -198,26 +189,6 @@ impl ThreadStates {
     /// when not known (its first read, or a kernel without `schedstat`).
     pub fn cpu_since_last(&self, tid: u32) -> Option<u64> {
         self.cpu_delta.get(&tid).copied()
-    }
-
-    /// The OS name of thread `tid` (`comm`, at most 15 bytes), from its kept-open `stat`: one
-    /// `pread` at most once a second per thread that shows up in a stack, else kept. `None` when
-    /// the thread is not listed or its file cannot be read.
-    pub fn name(&mut self, tid: u32) -> Option<Arc<str>> {
-        let files = self.threads.get_mut(&tid)?;
-        if let Some((name, at)) = &files.name {
-            if at.elapsed() < NAME_FRESH {
-                return Some(name.clone());
-            }
-        }
-        let n = files.stat.read_at(&mut self.buf, 0).ok()?;
-        let command = crate::procfs::stat_command(&self.buf[..n])?;
-        let name: Arc<str> = match &files.name {
-            Some((old, _)) if old.as_bytes() == command => old.clone(),
-            _ => String::from_utf8_lossy(command).into(),
-        };
-        files.name = Some((name.clone(), Instant::now()));
-        Some(name)
     }
 
     /// The thread states of the last [`read`](Self::read).
