@@ -17,6 +17,50 @@ fn pids(stdout: &str) -> (String, String) {
     (it.next().unwrap(), it.next().unwrap())
 }
 
+/// CPU ns of the samples holding one of `functions` (a frame of that name, or `...#name` as
+/// Ruby 3.3 names methods), by (pid, value of the label `thread_key` or "", function). Every
+/// sample must carry `pid`.
+fn cpu_by<'a>(
+    all: &[Sampled],
+    thread_key: &str,
+    functions: [&'a str; 2],
+) -> BTreeMap<(String, String, &'a str), i64> {
+    let mut by = BTreeMap::new();
+    for s in all {
+        let pid = s
+            .label("pid")
+            .unwrap_or_else(|| panic!("no pid label: {s:?}"));
+        let thread = s.label(thread_key).unwrap_or("");
+        for f in functions {
+            let method = format!("#{f}");
+            if s.frames.iter().any(|x| x.0 == f || x.0.ends_with(&method)) {
+                *by.entry((pid.to_string(), thread.to_string(), f))
+                    .or_default() += s.value;
+            }
+        }
+    }
+    eprintln!("CPU ns by (pid, {thread_key}, function): {by:?}");
+    by
+}
+
+/// Of the CPU ns of `f` (in process `pid`, or in all): (those labelled `thread`, all).
+fn named_share(
+    by: &BTreeMap<(String, String, &str), i64>,
+    pid: Option<&str>,
+    thread: &str,
+    f: &str,
+) -> (i64, i64) {
+    let of_f = by
+        .iter()
+        .filter(|((p, _, g), _)| pid.is_none_or(|pid| p == pid) && *g == f);
+    let named = of_f
+        .clone()
+        .filter(|((_, t, _), _)| t == thread)
+        .map(|(_, v)| v)
+        .sum();
+    (named, of_f.map(|(_, v)| v).sum())
+}
+
 fn exec_named_workers(server: &Receiver, version: &str, extra: &[&str]) -> Run {
     let py = python(version);
     let app = test_app("named_workers.py");
@@ -63,36 +107,18 @@ fn pid_and_thread_name(version: &str) {
         None,
         &r.stderr,
     );
-    // CPU ns per (pid, thread_name, burn function).
-    let mut by: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
     for s in &all {
-        let pid = s
-            .label("pid")
-            .unwrap_or_else(|| panic!("no pid label: {s:?}"));
+        let pid = s.label("pid").unwrap_or_default();
         assert!(
             pid == parent || pid == child,
-            "pid {pid}: not {parent} or {child}"
+            "pid {pid:?}: not {parent} or {child}: {s:?}"
         );
-        let thread = s.label("thread_name").unwrap_or("").to_string();
-        for f in ["burn_a", "burn_b"] {
-            if s.has(f) {
-                *by.entry((pid.to_string(), thread.clone(), f)).or_default() += s.value;
-            }
-        }
     }
-    eprintln!("CPU ns by (pid, thread_name, function): {by:?}");
+    let by = cpu_by(&all, "thread_name", ["burn_a", "burn_b"]);
     let total: i64 = by.values().sum();
     for pid in [&parent, &child] {
         for (thread, f) in [("worker-a", "burn_a"), ("worker-b", "burn_b")] {
-            let named = by
-                .get(&(pid.clone(), thread.to_string(), f))
-                .copied()
-                .unwrap_or(0);
-            let all_of_f: i64 = by
-                .iter()
-                .filter(|((p, _, g), _)| p == pid && *g == f)
-                .map(|(_, v)| v)
-                .sum();
+            let (named, all_of_f) = named_share(&by, Some(pid), thread, f);
             // Each of the 4 threads got about a quarter of the CPU; a thread's first samples,
             // before the first walk of the thread table, may carry its OS name.
             assert!(
@@ -146,34 +172,12 @@ fn ruby_samples_carry_pid_and_thread_name() {
         );
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         let all = pushed_samples(&server, &[], None, &r.stderr);
-        let mut by: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
-        for s in &all {
-            let pid = s
-                .label("pid")
-                .unwrap_or_else(|| panic!("no pid label: {s:?}"));
-            let thread = s.label("thread_name").unwrap_or("").to_string();
-            for f in ["burn_a", "burn_b"] {
-                // `burn_a`, or `Object#burn_a` on Ruby 3.3.
-                let method = format!("#{f}");
-                if s.frames.iter().any(|x| x.0 == f || x.0.ends_with(&method)) {
-                    *by.entry((pid.to_string(), thread.clone(), f)).or_default() += s.value;
-                }
-            }
-        }
-        eprintln!("{ruby}: CPU ns by (pid, thread_name, function): {by:?}");
+        // `burn_a`, or `Object#burn_a` on Ruby 3.3.
+        let by = cpu_by(&all, "thread_name", ["burn_a", "burn_b"]);
         let pids: std::collections::BTreeSet<_> = by.keys().map(|k| k.0.clone()).collect();
-        assert_eq!(pids.len(), 1, "{by:?}");
+        assert_eq!(pids.len(), 1, "{ruby}: {by:?}");
         for (thread, f) in [("worker-a", "burn_a"), ("worker-b", "burn_b")] {
-            let named: i64 = by
-                .iter()
-                .filter(|((_, t, g), _)| t == thread && *g == f)
-                .map(|(_, v)| v)
-                .sum();
-            let all_of_f: i64 = by
-                .iter()
-                .filter(|((_, _, g), _)| *g == f)
-                .map(|(_, v)| v)
-                .sum();
+            let (named, all_of_f) = named_share(&by, None, thread, f);
             assert!(
                 all_of_f > 0 && named * 10 >= all_of_f * 9,
                 "{ruby}: {f}: {named} of {all_of_f} ns labelled {thread}"
@@ -202,23 +206,15 @@ fn dotnet_samples_carry_pid_and_thread_id() {
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let all = pushed_samples(&server, &[], None, &r.stderr);
-    let mut by: BTreeMap<(String, String, &str), i64> = BTreeMap::new();
     for s in &all {
-        let pid = s
-            .label("pid")
-            .unwrap_or_else(|| panic!("no pid label: {s:?}"));
         assert_eq!(s.label("thread_name"), None, "{s:?}");
-        let thread = s
-            .label("thread_id")
-            .unwrap_or_else(|| panic!("no thread_id label: {s:?}"))
-            .to_string();
-        for f in ["NamedThreads.BurnA", "NamedThreads.BurnB"] {
-            if s.has(f) {
-                *by.entry((pid.to_string(), thread.clone(), f)).or_default() += s.value;
-            }
-        }
+        assert!(s.label("thread_id").is_some(), "no thread_id label: {s:?}");
     }
-    eprintln!("CPU ns by (pid, thread_id, function): {by:?}");
+    let by = cpu_by(
+        &all,
+        "thread_id",
+        ["NamedThreads.BurnA", "NamedThreads.BurnB"],
+    );
     // One thread each, and not the same one.
     let threads = |f: &str| -> Vec<String> {
         by.keys()
