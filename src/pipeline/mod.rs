@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod http;
 pub mod output;
 pub mod pprof;
+pub mod profile;
 pub mod pull;
 pub mod push;
 pub mod queue;
