@@ -209,12 +209,42 @@ fn bad_configuration_never_starts_the_child() {
         ),
         (vec!["--spool-max-size", "lots"], "invalid size"),
         (vec!["--sample-rate", "-5"], "--sample-rate"),
+        (vec!["--trigger-cpu", "lots"], "invalid percentage \"lots\""),
+        (vec!["--trigger-cpu", "0"], "more than 0"),
+        (
+            vec!["--trigger-output", "/tmp"],
+            "--trigger-output needs --trigger-cpu PERCENT",
+        ),
+        (
+            vec!["--trigger-cpu", "50", "--trigger-duration", "100ms"],
+            "a capture lasts at least 1s",
+        ),
+        (
+            vec!["--trigger-cpu", "50", "--trigger-sample-rate", "50"],
+            "invalid --trigger-sample-rate 50: give a rate from --sample-rate (100) to 10000 Hz",
+        ),
+        (
+            vec!["--trigger-cpu", "50", "--trigger-output", "/proc/spikes"],
+            "cannot use --trigger-output /proc/spikes",
+        ),
+        (
+            vec!["--trigger-cpu", "50", "--tag", "trigger=x"],
+            "the tag \"trigger\" is set by --trigger-cpu",
+        ),
     ]
     .into_iter()
     .chain([
         (
             many_tags.iter().map(String::as_str).collect(),
             "too many tags: 26 tags make 31 labels per series with __name__, service_name, pyroscope_spy and the sample labels pid and thread_name (--no-sample-labels frees those two), and Pyroscope accepts at most 30 (give at most 25)",
+        ),
+        (
+            many_tags[..50]
+                .iter()
+                .map(String::as_str)
+                .chain(["--trigger-cpu", "50"])
+                .collect(),
+            "too many tags: 25 tags make 31 labels per series with __name__, service_name, pyroscope_spy and the sample labels pid and thread_name (--no-sample-labels frees those two), and trigger (--trigger-cpu), and Pyroscope accepts at most 30 (give at most 24)",
         ),
         (
             many_tags_unlabelled.iter().map(String::as_str).collect(),

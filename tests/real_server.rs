@@ -417,3 +417,50 @@ fn sample_labels_select_a_process_and_a_thread() {
         assert!(m > 0 && o == 0, "{thread}: {mine} {m} ns, {other} {o} ns");
     }
 }
+
+/// `--trigger-cpu`: the windows of a CPU spike carry the series label `trigger=cpu`, so
+/// `{trigger="cpu"}` selects the spike alone, and the service as a whole still holds exactly
+/// what was sent (the faster rate did not inflate or lose anything).
+#[test]
+fn triggered_windows_are_selected_by_their_label() {
+    let server = RealServer::start("trigger");
+    let proxy = Proxy::start(&server.url, false);
+    let _slot = Slot::take();
+    let (_, (started, ended)) = exec_through(
+        &proxy,
+        &[
+            "--application-name",
+            "real.trigger",
+            "--trigger-cpu",
+            "50",
+            path_str(&python("3.11")),
+            path_str(&test_app("spike.py")),
+            "3",
+            "4",
+        ],
+    );
+    let range = (unix_ms(started) - 60_000, unix_ms(ended) + 60_000);
+    let service = "{service_name=\"real.trigger\"}";
+    let sent: i64 = pushed(&proxy).iter().map(total).sum();
+    let merged = server.wait_for_profile(service, range, sent);
+    assert_eq!(total(&merged), sent, "the server holds what was sent");
+    let values = server.label_values("trigger", range);
+    assert_eq!(values, ["cpu"], "{values:?}");
+    let hot = samples(&server.wait_for_profile(
+        "{service_name=\"real.trigger\",trigger=\"cpu\"}",
+        range,
+        1,
+    ));
+    let (spike, light) = split(&hot, "spike", "light");
+    assert!(
+        spike > 1_000_000_000 && light * 50 < spike,
+        "trigger=cpu: spike {spike} ns, light {light} ns"
+    );
+    let cold =
+        samples(&server.wait_for_profile("{service_name=\"real.trigger\",trigger=\"\"}", range, 1));
+    let (_, light) = split(&cold, "spike", "light");
+    assert!(
+        light > 0,
+        "the windows without the label hold the light load"
+    );
+}

@@ -199,6 +199,35 @@ pub struct CommonArgs {
           value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub no_sample_labels: bool,
 
+    /// Triggered capture: when the profiled processes use more than PERCENT of one core (e.g.
+    /// 80, or 250 for two and a half cores) over 2 s, sample faster (--trigger-sample-rate)
+    /// until their use falls below it again, for at most --trigger-duration, and label those
+    /// windows `trigger=cpu` so Grafana can show them beside the normal ones. Values stay CPU
+    /// time: a faster rate gives finer profiles, not larger totals. Off by default.
+    #[arg(long, env = "PYROSCOPE_TRIGGER_CPU", value_parser = crate::config::trigger::parse_percent,
+          value_name = "PERCENT")]
+    pub trigger_cpu: Option<f64>,
+
+    /// The longest a triggered capture lasts (default 60s, at least 1s).
+    #[arg(long, env = "PYROSCOPE_TRIGGER_DURATION", value_parser = parse_duration,
+          value_name = "DURATION")]
+    pub trigger_duration: Option<std::time::Duration>,
+
+    /// After a triggered capture, how long before another may start (default 5m).
+    #[arg(long, env = "PYROSCOPE_TRIGGER_COOLDOWN", value_parser = parse_duration,
+          value_name = "DURATION")]
+    pub trigger_cooldown: Option<std::time::Duration>,
+
+    /// The sample rate during a triggered capture (default 4 times --sample-rate, at most
+    /// 1000). .NET's sampler keeps its own rate.
+    #[arg(long, env = "PYROSCOPE_TRIGGER_SAMPLE_RATE", value_name = "HZ")]
+    pub trigger_sample_rate: Option<u32>,
+
+    /// Also write each triggered capture's profile to this directory (created if missing), as
+    /// `<app>-cpu-trigger-<UTC time>.pb.gz` (pprof: go tool pprof, speedscope, Grafana).
+    #[arg(long, env = "PYROSCOPE_TRIGGER_OUTPUT", value_name = "DIR")]
+    pub trigger_output: Option<PathBuf>,
+
     /// Python: count only the thread holding the GIL (as py-spy's --gil). Threads waiting for
     /// the GIL burn CPU too (CPython 2.7's GIL wakes its waiters every 100 bytecodes): by
     /// default they are counted with the CPU time they really used.

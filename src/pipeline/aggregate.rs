@@ -72,6 +72,12 @@ impl Aggregator {
         self
     }
 
+    /// From now on a sample whose CPU time is not known counts one period of this rate, and
+    /// profiles give this period (`--trigger-cpu` changes the rate while running).
+    pub fn set_sample_rate(&mut self, sample_rate: u32) {
+        self.period_ns = spy::period_ns(sample_rate);
+    }
+
     /// Adds one sample of one thread of process `pid`, taken by `spy`.
     pub fn add(&mut self, stack: Stack, spy: &'static str, pid: u32) {
         *self.window_spies.entry(spy).or_default() += 1;

@@ -14,6 +14,7 @@ pub mod profile;
 pub mod pull;
 pub mod push;
 pub mod queue;
+pub mod spike;
 pub mod spool;
 pub mod upload;
 pub mod window;
@@ -37,6 +38,12 @@ pub struct Pipeline {
     outputs: Vec<(PathBuf, OutputFormat)>,
     app_name: String,
     pull: Option<pull::Pull>,
+    /// `--trigger-cpu`: the capture under way (its series label value, e.g. `cpu`), and with
+    /// `--trigger-output` its own profile.
+    trigger: Option<&'static str>,
+    spike: Option<spike::Spike>,
+    spike_dir: Option<PathBuf>,
+    sample_labels: bool,
 }
 
 impl Pipeline {
@@ -68,6 +75,10 @@ impl Pipeline {
                 )?),
                 None => None,
             },
+            trigger: None,
+            spike: None,
+            spike_dir: settings.trigger.as_ref().and_then(|t| t.output.clone()),
+            sample_labels: settings.sample_labels,
         })
     }
 
@@ -76,7 +87,43 @@ impl Pipeline {
         if let Some(p) = &mut self.pull {
             p.add(&stack, spy, pid);
         }
+        if let Some(s) = &mut self.spike {
+            s.add(&stack, spy, pid);
+        }
         self.aggregator.add(stack, spy, pid);
+    }
+
+    /// A triggered capture begins (`Some(kind)`, its label value) or ends (`None`) at `now`,
+    /// and samples come at `sample_rate` from now on. The open window is cut here, so that each
+    /// uploaded window is wholly in a capture (labelled `trigger=<kind>`) or wholly out of one.
+    pub fn set_trigger(
+        &mut self,
+        trigger: Option<&'static str>,
+        sample_rate: u32,
+        now: SystemTime,
+    ) {
+        let (start, end) = self.windows.close_at(now);
+        self.ship(start, end);
+        self.trigger = trigger;
+        self.aggregator.set_sample_rate(sample_rate);
+        if let Some(p) = &mut self.pull {
+            p.set_sample_rate(sample_rate);
+        }
+        if let Some(s) = self.spike.take() {
+            s.write(
+                self.spike_dir.as_deref().expect("a spike has a directory"),
+                &self.app_name,
+                now,
+            );
+        }
+        if let (Some(kind), Some(_)) = (trigger, &self.spike_dir) {
+            self.spike = Some(spike::Spike::begin(
+                kind,
+                sample_rate,
+                self.sample_labels,
+                now,
+            ));
+        }
     }
 
     /// How long until the open window ends.
@@ -98,7 +145,7 @@ impl Pipeline {
         if let Some(profile) = self.aggregator.take_window(start, end) {
             log::debug!("window of {} samples ready", profile.total_samples());
             if let Some(u) = &mut self.uploader {
-                u.send(profile);
+                u.send(profile, self.trigger);
             }
         }
     }
@@ -110,6 +157,9 @@ impl Pipeline {
         }
         let (start, end) = self.windows.close_at(end);
         self.ship(start, end);
+        if let (Some(s), Some(dir)) = (self.spike.take(), &self.spike_dir) {
+            s.write(dir, &self.app_name, end);
+        }
     }
 
     /// Gives the queued uploads a bounded time ([`FINAL_UPLOAD_BUDGET`], whatever the request

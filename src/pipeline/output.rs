@@ -78,9 +78,14 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `YYYYMMDD-HHMMSS` (UTC), for default file names.
+/// `YYYYMMDD-HHMMSS` (UTC) of now, for default file names.
 pub fn file_timestamp() -> String {
-    let secs = std::time::SystemTime::now()
+    file_timestamp_at(std::time::SystemTime::now())
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of `t`.
+pub fn file_timestamp_at(t: std::time::SystemTime) -> String {
+    let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs() as i64;

@@ -111,6 +111,14 @@ impl Pull {
         })
     }
 
+    /// The rate changed (`--trigger-cpu`): open and later captures count with its period.
+    pub fn set_sample_rate(&mut self, sample_rate: u32) {
+        self.sample_rate = sample_rate;
+        for c in &mut self.captures {
+            c.aggregator.set_sample_rate(sample_rate);
+        }
+    }
+
     /// A sample, for every open capture.
     pub fn add(&mut self, stack: &Stack, spy: &'static str, pid: u32) {
         for c in &mut self.captures {

@@ -34,7 +34,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const SHUTDOWN_RETRY: Duration = Duration::from_millis(500);
 
 enum Msg {
-    Profile(Profile),
+    /// A window, and the trigger it was captured under (`--trigger-cpu`: the value of its
+    /// `trigger` series label).
+    Profile(Profile, Option<&'static str>),
     Finish(Instant),
 }
 
@@ -107,10 +109,11 @@ impl Uploader {
         })
     }
 
-    /// Queues a window for upload; never blocks.
-    pub fn send(&mut self, profile: Profile) {
+    /// Queues a window for upload (labelled `trigger=<kind>` when captured under a trigger);
+    /// never blocks.
+    pub fn send(&mut self, profile: Profile, trigger: Option<&'static str>) {
         let window = (profile.start, profile.end);
-        match self.tx.try_send(Msg::Profile(profile)) {
+        match self.tx.try_send(Msg::Profile(profile, trigger)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.lock().unwrap().sender_dropped.push(window);
@@ -216,7 +219,7 @@ impl Worker {
             msgs.extend(rx.try_iter());
             for msg in msgs {
                 match msg {
-                    Msg::Profile(p) => self.enqueue(p),
+                    Msg::Profile(p, trigger) => self.enqueue(p, trigger),
                     Msg::Finish(d) => {
                         deadline = Some(d);
                         // Whatever waits out a backoff gets another try now: the server may
@@ -320,7 +323,19 @@ impl Worker {
     }
 
     /// Encodes a window into jobs (parts within the server's limits) and queues them.
-    fn enqueue(&mut self, profile: Profile) {
+    fn enqueue(&mut self, profile: Profile, trigger: Option<&'static str>) {
+        // A triggered window's series: the tags and `trigger=<kind>`, and its faster rate
+        // (`/ingest`'s sampleRate).
+        let labels = match trigger {
+            None => self.labels.clone(),
+            Some(kind) => {
+                let mut l = (*self.labels).clone();
+                l.tags
+                    .insert(crate::config::trigger::TRIGGER_LABEL.into(), kind.into());
+                l.sample_rate = (1_000_000_000 / profile.period_ns.max(1)) as u32;
+                Arc::new(l)
+            }
+        };
         let parts = super::pprof::to_pprof_parts_gz(&profile);
         if parts.len() > 1 {
             log::info!(
@@ -335,7 +350,7 @@ impl Worker {
         for pprof_gz in parts {
             let job = Job {
                 id: uuid::Uuid::new_v4().to_string(),
-                labels: self.labels.clone(),
+                labels: labels.clone(),
                 spy_name: profile.spy_name.to_string(),
                 start: profile.start,
                 end: profile.end,

@@ -15,6 +15,7 @@ mod isolation;
 mod report;
 mod sampling;
 mod targets;
+mod trigger;
 
 pub use isolation::install_panic_hook;
 pub use report::cpu_time;
@@ -60,6 +61,8 @@ pub struct Session {
     pipeline: Pipeline,
     relay: Relay,
     ending: Option<Ending>,
+    /// `--trigger-cpu`.
+    trigger: Option<trigger::Trigger>,
 }
 
 impl Session {
@@ -80,6 +83,10 @@ impl Session {
             pipeline,
             relay: Relay::new(root),
             ending: None,
+            trigger: settings
+                .trigger
+                .clone()
+                .map(|t| trigger::Trigger::new(t, settings.sample_rate, Instant::now())),
         })
     }
 
@@ -100,8 +107,11 @@ impl Session {
             if let Some(e) = self.ending {
                 break e;
             }
-            let timeout = ticks
-                .due()
+            let next = match &self.trigger {
+                Some(t) => ticks.due().min(t.due()),
+                None => ticks.due(),
+            };
+            let timeout = next
                 .saturating_duration_since(Instant::now())
                 .min(self.pipeline.until_window_end(SystemTime::now()));
             let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
@@ -148,13 +158,32 @@ impl Session {
             }
             let now = Instant::now();
             if now >= ticks.due() {
+                let before = self.sampler.stats.process_samples;
                 let failed =
                     self.sampler
                         .tick(&mut self.targets, self.tracer.as_mut(), &mut self.pipeline);
+                if let Some(t) = &mut self.trigger {
+                    t.sampled(self.sampler.stats.process_samples - before);
+                }
                 if self.mode == Mode::Connect && failed.contains(&root) {
                     self.ending = Some(Ending::Failed);
                 }
                 self.sampler.stats.late += u64::from(ticks.advance(now));
+            }
+            if let Some(t) = self.trigger.as_mut().filter(|t| now >= t.due()) {
+                let pids = self.targets.active();
+                match t.check(now, pids) {
+                    Some(trigger::Change::Begin { rate }) => {
+                        ticks.set_period(Duration::from_nanos(spy::period_ns(rate)), now);
+                        self.pipeline
+                            .set_trigger(Some("cpu"), rate, SystemTime::now());
+                    }
+                    Some(trigger::Change::End { rate }) => {
+                        ticks.set_period(Duration::from_nanos(spy::period_ns(rate)), now);
+                        self.pipeline.set_trigger(None, rate, SystemTime::now());
+                    }
+                    None => {}
+                }
             }
             self.pipeline.rotate_if_due(SystemTime::now());
             if self.mode == Mode::Connect
@@ -223,6 +252,10 @@ impl Session {
         let end = SystemTime::now();
         self.pipeline.close(end);
         report::summary(&self.sampler.stats, self.sampler.blocking());
+        if let Some(t) = &mut self.trigger {
+            t.finish(Instant::now());
+            report::trigger(t);
+        }
         self.targets.report_unattached();
         if !self.targets.ever_attached && !self.targets.attach_failed {
             report::nothing_found(&self.targets.runtime_names());

@@ -55,6 +55,23 @@ pub(super) fn summary(stats: &Stats, blocking: bool) {
     );
 }
 
+/// `--trigger-cpu`: how many captures, how long in all, and the sampling rate reached in
+/// them and out of them (process samples per second).
+pub(super) fn trigger(t: &super::trigger::Trigger) {
+    let per_second = |n: u64, d: Duration| match d.as_secs_f64() {
+        s if s > 0.0 => format!("{:.0}", n as f64 / s),
+        _ => "-".into(),
+    };
+    log::info!(
+        "CPU trigger: {} capture{}, {:.1} s in all, {} samples per second in them, {} out of them",
+        t.captures,
+        if t.captures == 1 { "" } else { "s" },
+        t.captured.as_secs_f64(),
+        per_second(t.samples_in, t.captured),
+        per_second(t.samples_out, t.run_time().saturating_sub(t.captured)),
+    );
+}
+
 /// Nothing was profiled, and no error said why: say so (`runtimes`: "Python, Ruby or .NET").
 pub(super) fn nothing_found(runtimes: &str) {
     log::warn!("no {runtimes} process was found to profile");

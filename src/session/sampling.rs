@@ -54,12 +54,7 @@ impl Sampler {
     ) -> Vec<u32> {
         self.stats.ticks += 1;
         let mut failed = Vec::new();
-        let pids: Vec<u32> = targets
-            .map
-            .values()
-            .filter(|t| matches!(t.state, TargetState::Active(_)))
-            .map(|t| t.pid)
-            .collect();
+        let pids: Vec<u32> = targets.active().collect();
         for pid in pids {
             let mut target = targets.map.remove(&pid).expect("target exists");
             let TargetState::Active(spy) = &mut target.state else {
@@ -210,6 +205,15 @@ impl Ticks {
         }
     }
 
+    /// Samples at a new rate from `now` on (`--trigger-cpu`): the next sample is due within
+    /// the new period when it was due later.
+    pub(super) fn set_period(&mut self, period: Duration, now: Instant) {
+        self.period = period;
+        let nanos = period.as_nanos() as u64;
+        let soon = now + Duration::from_nanos(nanos / 2 + self.rng.u64(0..nanos.max(1)));
+        self.at = self.at.min(soon);
+    }
+
     /// When the next sample is due.
     pub(super) fn due(&self) -> Instant {
         self.at
@@ -257,6 +261,24 @@ mod tests {
                 lo + 0.25
             );
         }
+    }
+
+    #[test]
+    fn a_new_period_applies_from_the_next_sample() {
+        let start = Instant::now();
+        let mut ticks = Ticks::new(Duration::from_millis(10), start);
+        ticks.advance(start);
+        // Four times the rate: the sample due up to 15 ms away comes within 1.25-3.75 ms.
+        ticks.set_period(Duration::from_micros(2500), start);
+        let gap = ticks.due() - start;
+        assert!(gap >= Duration::from_micros(1250) && gap < Duration::from_micros(3750));
+        // Back to the slower rate: the next sample stays where it was.
+        let due = ticks.due();
+        ticks.set_period(Duration::from_millis(10), start);
+        assert_eq!(ticks.due(), due);
+        ticks.advance(due);
+        let gap = ticks.due() - due;
+        assert!(gap >= Duration::from_millis(5) && gap < Duration::from_millis(15));
     }
 
     #[test]

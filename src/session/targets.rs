@@ -101,6 +101,14 @@ pub(super) struct Targets {
 }
 
 impl Targets {
+    /// The processes being profiled (attached).
+    pub fn active(&self) -> impl Iterator<Item = u32> + '_ {
+        self.map
+            .values()
+            .filter(|t| matches!(t.state, TargetState::Active(_)))
+            .map(|t| t.pid)
+    }
+
     pub fn new(settings: &Settings, root: Pid) -> Targets {
         Targets {
             runtimes: crate::runtimes::selected(&settings.spy_name),

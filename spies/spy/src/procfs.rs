@@ -83,6 +83,9 @@ pub struct Stat {
     pub ppid: u32,
     /// Field 9: the kernel's `PF_*` flags of the task.
     pub flags: u32,
+    /// Fields 14 and 15, `utime` + `stime`: the CPU time it used, in clock ticks (of a
+    /// process: all its threads, those that ended included).
+    pub cpu_ticks: u64,
     /// Field 22: start time in clock ticks since boot.
     pub start_time: u64,
 }
@@ -92,14 +95,17 @@ impl Stat {
         let mut fields = stat_fields(stat)?;
         let state = *fields.next()?.first()?;
         let ppid = number(fields.next()?)?;
-        // Fields 5..=8 come between the parent (4) and the flags (9), 10..=21 before the start
-        // time (22).
+        // Fields 5..=8 come between the parent (4) and the flags (9), 10..=13 before the CPU
+        // times (14, 15), 16..=21 before the start time (22).
         let flags = number(fields.nth(9 - 5)?)?;
-        let start_time = number(fields.nth(22 - 10)?)?;
+        let utime: u64 = number(fields.nth(14 - 10)?)?;
+        let stime: u64 = number(fields.next()?)?;
+        let start_time = number(fields.nth(22 - 16)?)?;
         Some(Stat {
             state,
             ppid,
             flags,
+            cpu_ticks: utime + stime,
             start_time,
         })
     }
@@ -112,6 +118,15 @@ fn number<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
 /// `/proc/PID/stat` of a process (or, as `/proc/TID/stat`, of a thread).
 pub fn stat(pid: u32) -> Option<Stat> {
     Stat::parse(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`, the unit of [`Stat::cpu_ticks`]).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    }
 }
 
 /// How long ago `pid` started (its start time against the boot-time clock, which both count).
@@ -420,8 +435,8 @@ mod tests {
         let line = b"42 (a) b (c) S 7 42 42 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 123456 0 0\n";
         let s = Stat::parse(line).unwrap();
         assert_eq!(
-            (s.state, s.ppid, s.flags, s.start_time),
-            (b'S', 7, 4194560, 123456)
+            (s.state, s.ppid, s.flags, s.cpu_ticks, s.start_time),
+            (b'S', 7, 4194560, 5 + 6, 123456)
         );
         assert_eq!(stat_state(line), Some(b'S'));
         assert_eq!(stat_state(b"42 (cut)"), None);

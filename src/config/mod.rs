@@ -1,6 +1,8 @@
 //! Turns parsed flags into validated settings: application name and tags, server URL, auth,
 //! headers, outputs. Every problem becomes one clear error line before anything starts.
 
+pub mod trigger;
+
 use crate::cli::CommonArgs;
 use crate::pipeline::output::OutputFormat;
 use anyhow::{bail, Context, Result};
@@ -90,6 +92,8 @@ pub struct Settings {
     pub outputs: Vec<(PathBuf, OutputFormat)>,
     /// Pull mode: the socket scrapers ask on, bound before the program starts.
     pub listen: Option<crate::pipeline::pull::Listener>,
+    /// `--trigger-cpu`: sample faster while the program is busy.
+    pub trigger: Option<trigger::TriggerSettings>,
 }
 
 /// Splits `app{k=v,k2=v2}` into the name and its tags.
@@ -310,6 +314,11 @@ impl Settings {
                 "__name__, service_name, pyroscope_spy and the sample labels pid and thread_name (--no-sample-labels frees those two)",
             )
         };
+        // --trigger-cpu labels the windows it captures with one more.
+        let (ours, which) = match args.trigger_cpu {
+            Some(_) => (ours + 1, format!("{which}, and trigger (--trigger-cpu)")),
+            None => (ours, which.to_string()),
+        };
         let labels = tags.len() + ours;
         if labels > MAX_LABELS {
             bail!(
@@ -412,17 +421,19 @@ impl Settings {
                 ));
             }
         }
+        let sample_rate = match args.sample_rate {
+            0 => 100,
+            r if r > MAX_SAMPLE_RATE => {
+                log::warn!("--sample-rate {r} is more than the highest rate: sampling at {MAX_SAMPLE_RATE} Hz");
+                MAX_SAMPLE_RATE
+            }
+            r => r,
+        };
+        let trigger = trigger::TriggerSettings::from_args(args, sample_rate, &tags)?;
         Ok(Settings {
             app_name,
             tags,
-            sample_rate: match args.sample_rate {
-                0 => 100,
-                r if r > MAX_SAMPLE_RATE => {
-                    log::warn!("--sample-rate {r} is more than the highest rate: sampling at {MAX_SAMPLE_RATE} Hz");
-                    MAX_SAMPLE_RATE
-                }
-                r => r,
-            },
+            sample_rate,
             spy_name,
             detect_subprocesses: args.detect_subprocesses,
             blocking: args.blocking.clone(),
@@ -433,6 +444,7 @@ impl Settings {
             upload,
             outputs,
             listen,
+            trigger,
         })
     }
 }

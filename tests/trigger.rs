@@ -1,0 +1,237 @@
+//! Triggered capture (`--trigger-cpu`): a program that runs light load, spikes, and runs light
+//! load again, under the real binary. Checked on the uploaded bytes: the spike's windows are
+//! labelled `trigger=cpu` and sampled faster, the others not; the values stay CPU time (they
+//! add up to what the kernel counted for the program); `--trigger-output` holds the spike's
+//! profile, the same samples as the labelled windows.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// A number from the app's line `<key> N [M]`.
+fn line_numbers(stdout: &str, key: &str) -> Vec<i64> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("no {key:?} line: {stdout}"));
+    line.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// One pushed window: its series labels, period, time range (unix ns) and samples.
+struct Window {
+    trigger: Option<String>,
+    period: i64,
+    start: i64,
+    end: i64,
+    samples: Vec<Sampled>,
+}
+
+impl Window {
+    fn cpu(&self) -> i64 {
+        self.samples.iter().map(|s| s.value).sum()
+    }
+    fn cpu_in(&self, f: &str) -> i64 {
+        self.samples
+            .iter()
+            .filter(|s| s.has(f))
+            .map(|s| s.value)
+            .sum()
+    }
+}
+
+fn windows(server: &Receiver) -> Vec<Window> {
+    let mut all: Vec<Window> = server
+        .accepted(PUSH_PATH)
+        .iter()
+        .map(|req| {
+            let (labels, prof) = decode_push(req);
+            assert_eq!(labels["service_name"], "spike");
+            Window {
+                trigger: labels.get("trigger").cloned(),
+                period: prof.period,
+                start: prof.time_nanos,
+                end: prof.time_nanos + prof.duration_nanos,
+                samples: samples(&prof),
+            }
+        })
+        .collect();
+    all.sort_by_key(|w| w.start);
+    all
+}
+
+#[test]
+fn a_cpu_spike_is_captured_faster_labelled_and_written_out() {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    let dir = tempdir("trigger-output");
+    let py = python("3.11");
+    let app = test_app("spike.py");
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &server.url,
+            "--application-name",
+            "spike",
+            "--trigger-cpu",
+            "50",
+            "--trigger-output",
+            path_str(&dir),
+            path_str(&py),
+            path_str(&app),
+            "3",
+            "4",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let (spike_start, spike_end) = {
+        let v = line_numbers(&r.stdout, "spike");
+        (v[0], v[1])
+    };
+    let process_cpu = line_numbers(&r.stdout, "cpu")[0];
+
+    // One capture, begun once the 2 s average crossed 50% (1-2 s into the spike), ended when
+    // it fell below (1-2 s after it).
+    let began = r
+        .stderr
+        .matches("CPU trigger: the profiled processes use")
+        .count();
+    let ended = r.stderr.matches("CPU trigger: capture ended after").count();
+    assert_eq!((began, ended), (1, 1), "{}", r.stderr);
+
+    let all = windows(&server);
+    let (hot, cold): (Vec<&Window>, Vec<&Window>) = all.iter().partition(|w| w.trigger.is_some());
+    assert!(!hot.is_empty() && !cold.is_empty(), "{} windows", all.len());
+    for w in &hot {
+        assert_eq!(w.trigger.as_deref(), Some("cpu"));
+        assert_eq!(w.period, 2_500_000, "400 Hz (4 times 100) in a capture");
+        // Wholly within the spike and the second after it (the capture ends 1-2 s late).
+        assert!(
+            w.start >= spike_start && w.end <= spike_end + 2_500_000_000,
+            "captured window {}..{} against the spike {spike_start}..{spike_end}",
+            w.start,
+            w.end
+        );
+        // Each sample carries pid and thread labels as usual.
+        assert!(w.samples.iter().all(|s| s.label("pid").is_some()));
+    }
+    for w in &cold {
+        assert_eq!(w.period, 10_000_000, "100 Hz out of a capture");
+    }
+    // No two windows overlap: cutting at the capture's start and end lost and doubled nothing.
+    for pair in all.windows(2) {
+        assert!(pair[0].end <= pair[1].start, "overlapping windows");
+    }
+
+    let hot_cpu: i64 = hot.iter().map(|w| w.cpu()).sum();
+    let hot_spike: i64 = hot.iter().map(|w| w.cpu_in("spike")).sum();
+    let cold_light: i64 = cold.iter().map(|w| w.cpu_in("light")).sum();
+    let spike_cpu: i64 = all.iter().map(|w| w.cpu_in("spike")).sum();
+    let total: i64 = all.iter().map(|w| w.cpu()).sum();
+    eprintln!(
+        "captured {hot_cpu} ns ({hot_spike} in spike), spike {spike_cpu} ns in all, light {cold_light} ns out of the capture; total {total} ns against the kernel's {process_cpu} ns"
+    );
+    assert!(
+        hot_spike * 100 >= hot_cpu * 95,
+        "the capture is the spike's"
+    );
+    // Most of the 4 s spike is in the capture (it begins 1-2 s in).
+    assert!(
+        hot_spike * 100 >= spike_cpu * 45,
+        "{hot_spike} of {spike_cpu}"
+    );
+    assert!(cold_light > 0, "light load is profiled out of the capture");
+    // Values stay CPU time: sampling 4 times faster did not inflate them. The program's own
+    // CPU count (10 ms ticks) includes its start before the first sample.
+    assert!(
+        total <= process_cpu + 50_000_000 && total * 100 >= process_cpu * 85,
+        "{total} ns profiled against {process_cpu} ns used"
+    );
+
+    // Sampled faster in the capture: the summary's samples per second, in and out.
+    let summary = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("CPU trigger: 1 capture,"))
+        .unwrap_or_else(|| panic!("no trigger summary: {}", r.stderr));
+    let rates: Vec<f64> = summary
+        .split(' ')
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect();
+    let (inside, outside) = (rates[rates.len() - 2], rates[rates.len() - 1]);
+    assert!(
+        inside >= 300.0 && (80.0..=110.0).contains(&outside),
+        "{summary}"
+    );
+
+    // --trigger-output: one file, the capture's profile, which is exactly the labelled
+    // windows' samples.
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("spike-cpu-trigger-") && name.ends_with(".pb.gz"),
+        "{name}"
+    );
+    let prof = decode_pprof_gz(&std::fs::read(&files[0]).unwrap());
+    let file_cpu: i64 = samples(&prof).iter().map(|s| s.value).sum();
+    assert_eq!(
+        file_cpu, hot_cpu,
+        "the file holds the captured windows' samples"
+    );
+    assert_eq!(prof.period, 2_500_000);
+    let (first, last) = (
+        hot.iter().map(|w| w.start).min().unwrap(),
+        hot.iter().map(|w| w.end).max().unwrap(),
+    );
+    assert_eq!(
+        (prof.time_nanos, prof.time_nanos + prof.duration_nanos),
+        (first, last)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn light_load_never_triggers() {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    let py = python("3.11");
+    // 3% of a core for 4 s, against a trigger at 20%.
+    let app = test_app("spike.py");
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &server.url,
+            "--application-name",
+            "spike",
+            "--trigger-cpu",
+            "20",
+            path_str(&py),
+            path_str(&app),
+            "2",
+            "0",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("CPU trigger: the profiled"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("CPU trigger: 0 captures"), "{}", r.stderr);
+    let all = windows(&server);
+    assert!(!all.is_empty());
+    assert!(all
+        .iter()
+        .all(|w| w.trigger.is_none() && w.period == 10_000_000));
+    assert!(all.iter().map(|w| w.cpu_in("light")).sum::<i64>() > 0);
+}
