@@ -186,6 +186,40 @@ fn ruby_samples_carry_pid_and_thread_name() {
     }
 }
 
+/// A thread without a name of its own (here the main thread of a program that never imports
+/// `threading`, whose OS name is the process's) carries `thread_id`, its OS id, not the
+/// process's name.
+#[test]
+fn a_thread_named_as_its_process_carries_its_id() {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    let py = python("3.11");
+    let app = test_app("spike.py");
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &server.url,
+            path_str(&py),
+            path_str(&app),
+            "0.5",
+            "1.5",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let all = pushed_samples(&server, &[], None, &r.stderr);
+    assert!(all.iter().any(|s| s.has("spike")));
+    for s in &all {
+        assert_eq!(s.label("thread_name"), None, "{s:?}");
+        assert_eq!(
+            s.label("thread_id"),
+            s.label("pid"),
+            "the main thread: {s:?}"
+        );
+    }
+}
+
 /// .NET: a thread the runtime gave an OS name carries it as `thread_name`; CoreCLR 3.1 names
 /// none (`Thread.Name` reaches the OS from .NET 6), so its samples carry `thread_id`, the OS
 /// thread id, which tells the two workers apart.

@@ -119,12 +119,14 @@ impl<R: StackReader> Spy for OnCpuSpy<R> {
             }
             true
         });
-        // A stack whose runtime did not name its thread gets the OS thread name.
+        // A stack whose runtime did not name its thread gets the OS thread name, when the
+        // thread has one of its own (not the process's, which unnamed threads inherit: those
+        // are told apart by their id).
         let from = first.min(out.len());
         for stack in &mut out[from..] {
             if stack.thread_name.is_none() {
                 if let Ok(tid) = u32::try_from(stack.thread_id) {
-                    stack.thread_name = self.names.get(tid);
+                    stack.thread_name = self.names.own(tid);
                 }
             }
         }
