@@ -45,6 +45,9 @@ pub(super) struct Target {
     pub failures: u64,
     /// Why the last attach try said "not ready" (reported if it never attaches).
     pub not_ready: Option<String>,
+    /// It was profiled already, and then ran `exec` (a forked copy of a Python process that
+    /// runs a new program: said so, not as if it were a new process).
+    pub after_exec: bool,
 }
 
 impl Target {
@@ -61,6 +64,7 @@ impl Target {
             tries: 0,
             failures: 0,
             not_ready: None,
+            after_exec: false,
         }
     }
 
@@ -190,9 +194,13 @@ impl Targets {
         if !self.detect_subprocesses && pid != self.root {
             return;
         }
+        let mut after_exec = false;
         if from_exec {
             // Whatever ran there before is gone.
-            self.map.remove(&pid);
+            after_exec = self
+                .map
+                .remove(&pid)
+                .is_some_and(|t| matches!(t.state, TargetState::Active(_)));
             self.watch.remove(&pid);
         }
         if self.map.contains_key(&pid) {
@@ -223,7 +231,8 @@ impl Targets {
         let attaching = TargetState::Attaching {
             next_try: Instant::now(),
         };
-        let target = Target::new(pid, runtime, attaching, detected.is_some());
+        let mut target = Target::new(pid, runtime, attaching, detected.is_some());
+        target.after_exec = after_exec;
         self.map.insert(pid, target);
         // Try right away: the earlier the first sample, the better.
         self.attach_pending(Some(pid), tracer);
@@ -275,8 +284,13 @@ impl Targets {
             let target = self.map.get_mut(&pid).expect("target exists");
             match result {
                 Ok(spy) => {
+                    let what = if target.after_exec {
+                        "the new program of process"
+                    } else {
+                        "process"
+                    };
                     log::info!(
-                        "profiling process {pid} ({}), attached {} ms after it started",
+                        "profiling {what} {pid} ({}), attached {} ms after it started",
                         spy.describe(),
                         target.since.elapsed().as_millis()
                     );
