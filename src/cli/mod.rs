@@ -408,6 +408,51 @@ mod tests {
         );
     }
 
+    /// Every `PYROSCOPE_*` variable the examples (Kubernetes, Docker) set is one a flag reads:
+    /// a renamed flag must not leave an example that silently does nothing.
+    #[test]
+    fn the_examples_set_real_variables() {
+        let cmd = command();
+        let known: std::collections::HashSet<String> = cmd
+            .get_subcommands()
+            .flat_map(|sub| sub.get_arguments())
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("Dockerfile.example")];
+        let mut dirs = vec![root.join("examples")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        let mut seen = 0;
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            for (i, _) in text.match_indices("PYROSCOPE_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                assert!(
+                    known.contains(&name),
+                    "{}: {name} is no flag's variable",
+                    file.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "the examples set {seen} variables");
+    }
+
     #[test]
     fn blocking_flags_select_spies() {
         let parse = |v: &[&str]| parse(v.iter().map(OsString::from).collect());
