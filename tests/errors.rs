@@ -445,7 +445,9 @@ fn a_newer_patch_release_is_read_with_its_minor_versions_layout() {
 }
 
 /// A process that looks like Python (its executable is called `python3`) but is not one: the
-/// end of the run says so, with py-spy's reason, instead of "no Python process was found".
+/// end of the run says so, with py-spy's reason, instead of "no Python process was found"; and
+/// the tries to attach back off (about 25 in 2 s, where a try every 5 ms made 200 and cost the
+/// agent 20% of a core when a try searches memory).
 #[test]
 fn a_python_lookalike_that_never_attaches_is_named_at_the_end() {
     let dir = tempdir("lookalike");
@@ -453,11 +455,22 @@ fn a_python_lookalike_that_never_attaches_is_named_at_the_end() {
     std::fs::copy("/bin/sleep", &fake).unwrap();
     let r = quick(&[
         "exec",
+        "--log-level",
+        "debug",
         "--output",
         path_str(&dir.join("p.txt")),
         path_str(&fake),
         "2",
     ]);
+    let tries: u32 = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            let (head, _) = l.split_once(" attach tries in ")?;
+            head.rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no attach count: {}", r.stderr));
+    assert!((10..=40).contains(&tries), "{tries} attach tries in 2 s");
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let line = r
         .stderr

@@ -17,6 +17,26 @@ use std::time::{Duration, Instant};
 const ATTACH_PATIENCE: Duration = Duration::from_secs(10);
 /// How long `connect` waits for the named process's runtime to be readable.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
+/// The wait before the next attach try of a process that was not ready `age` after it started
+/// (its `n`th such try, which took `took`): every 5 ms for its first 50 ms (an interpreter is
+/// readable 10-25 ms after it starts, and the first sample should follow at once), then 10 ms
+/// doubling to 100 ms up to its first second, then 500 ms; past the first 50 ms never less than
+/// 4 times what a try costs. A process that looks like a runtime but never becomes readable (a
+/// layout this build does not know: each try searches the interpreter's memory, ~7 ms) so costs
+/// the agent ~95 ms of CPU in its first 3 s, not the 600 ms that retrying every 5 ms cost.
+fn retry_wait(n: u32, age: Duration, took: Duration) -> Duration {
+    let ms = Duration::from_millis;
+    if age < ms(50) {
+        return ms(5);
+    }
+    let schedule = if age < Duration::from_secs(1) {
+        (ms(10) * (1 << n.saturating_sub(1).min(4))).min(ms(100))
+    } else {
+        ms(500)
+    };
+    schedule.max(took * 4)
+}
+
 /// When a process not recognised (yet) is looked at again, after it started: in case it loads
 /// a runtime library later (e.g. `uwsgi` dlopen-ing libpython).
 const WATCH_DELAYS_MS: [u64; 5] = [20, 100, 500, 2000, 5000];
@@ -45,6 +65,8 @@ pub(super) struct Target {
     pub failures: u64,
     /// Why the last attach try said "not ready" (reported if it never attaches).
     pub not_ready: Option<String>,
+    /// Attach tries that found it not ready yet (they back off, see [`retry_wait`]).
+    pub attach_tries: u32,
     /// It was profiled already, and then ran `exec` (a forked copy of a Python process that
     /// runs a new program: said so, not as if it were a new process).
     pub after_exec: bool,
@@ -64,6 +86,7 @@ impl Target {
             tries: 0,
             failures: 0,
             not_ready: None,
+            attach_tries: 0,
             after_exec: false,
         }
     }
@@ -280,7 +303,9 @@ impl Targets {
             .collect();
         for pid in pids {
             let runtime = self.map[&pid].runtime;
+            let started = Instant::now();
             let result = self.try_attach(runtime, pid);
+            let took = started.elapsed();
             let target = self.map.get_mut(&pid).expect("target exists");
             match result {
                 Ok(spy) => {
@@ -302,14 +327,10 @@ impl Targets {
                 }
                 Err(AttachError::NotReady(why)) if target.since.elapsed() < ATTACH_PATIENCE => {
                     target.not_ready = Some(why);
-                    // Every tick for the first second (interpreter start-up), then every 100 ms.
-                    let wait = if target.since.elapsed() < Duration::from_secs(1) {
-                        5
-                    } else {
-                        100
-                    };
+                    target.attach_tries += 1;
                     target.state = TargetState::Attaching {
-                        next_try: now + Duration::from_millis(wait),
+                        next_try: Instant::now()
+                            + retry_wait(target.attach_tries, target.since.elapsed(), took),
                     };
                 }
                 Err(AttachError::Gone) => {
@@ -355,6 +376,11 @@ impl Targets {
                 log::debug!("process {pid} ended before a spy could attach: {why}");
                 return;
             }
+            log::debug!(
+                "process {pid}: {} attach tries in {:.1} s, none found it ready",
+                t.attach_tries,
+                t.since.elapsed().as_secs_f64()
+            );
             let err = AttachError::NotReady(why.clone());
             let attempt = Attempt::Found { detected: true };
             let (level, line) = attach_failure(pid, t.runtime.runtime_name(), &err, attempt);
@@ -410,5 +436,25 @@ fn release(tracer: Option<&mut Tracer>, pid: u32, runtime: &dyn Runtime) {
             runtime.runtime_name()
         ),
         Err(e) => log::debug!("process {pid} stays traced: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_retries_back_off() {
+        let ms = Duration::from_millis;
+        let quick = ms(1);
+        // The first 50 ms: every 5 ms, whatever a try costs.
+        assert_eq!(retry_wait(6, ms(40), ms(7)), ms(5));
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| retry_wait(n, ms(60), quick).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 100, 100, 100]);
+        assert_eq!(retry_wait(3, Duration::from_secs(2), quick), ms(500));
+        // A costly try waits 4 times its cost.
+        assert_eq!(retry_wait(1, ms(60), ms(7)), ms(28));
     }
 }
