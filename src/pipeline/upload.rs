@@ -324,18 +324,7 @@ impl Worker {
 
     /// Encodes a window into jobs (parts within the server's limits) and queues them.
     fn enqueue(&mut self, profile: Profile, trigger: Option<&'static str>) {
-        // A triggered window's series: the tags and `trigger=<kind>`, and its faster rate
-        // (`/ingest`'s sampleRate).
-        let labels = match trigger {
-            None => self.labels.clone(),
-            Some(kind) => {
-                let mut l = (*self.labels).clone();
-                l.tags
-                    .insert(crate::config::trigger::TRIGGER_LABEL.into(), kind.into());
-                l.sample_rate = (1_000_000_000 / profile.period_ns.max(1)) as u32;
-                Arc::new(l)
-            }
-        };
+        let labels = window_labels(&self.labels, trigger, profile.period_ns);
         let parts = super::pprof::to_pprof_parts_gz(&profile);
         if parts.len() > 1 {
             log::info!(
@@ -360,5 +349,81 @@ impl Worker {
                 self.stats.drop_window(w);
             }
         }
+    }
+}
+
+/// The labels of a window's jobs: the run's, or for a window of a triggered capture the run's
+/// tags plus `trigger=<kind>` and its faster rate (`/ingest`'s sampleRate). The spool stores
+/// them with each job, so a triggered window keeps its label across a restart.
+fn window_labels(run: &Arc<Labels>, trigger: Option<&'static str>, period_ns: u64) -> Arc<Labels> {
+    match trigger {
+        None => run.clone(),
+        Some(kind) => {
+            let mut l = (**run).clone();
+            l.tags
+                .insert(crate::config::trigger::TRIGGER_LABEL.into(), kind.into());
+            l.sample_rate = (1_000_000_000 / period_ns.max(1)) as u32;
+            Arc::new(l)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_triggered_window_carries_its_label_and_rate_through_the_spool() {
+        let run = Arc::new(Labels {
+            app_name: "shop".into(),
+            tags: [("env".to_string(), "prod".to_string())].into(),
+            sample_rate: 100,
+        });
+        assert!(Arc::ptr_eq(&window_labels(&run, None, 10_000_000), &run));
+        let hot = window_labels(&run, Some("cpu"), 2_500_000);
+        assert_eq!(hot.sample_rate, 400);
+        assert_eq!(
+            hot.tags.iter().collect::<Vec<_>>(),
+            [
+                (&"env".into(), &"prod".into()),
+                (&"trigger".into(), &"cpu".into())
+            ]
+        );
+        // Through the spool (a restart) and into both routes.
+        let dir =
+            std::env::temp_dir().join(format!("pyroscope-trigger-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut spool = super::super::spool::Spool::open(&dir, 1 << 20).unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let job = super::super::queue::Job {
+            id: "0b7c2ad4-7d6f-4a43-9d0e-4ad2a1f6c2d1".into(),
+            labels: hot,
+            spy_name: "pyspy".into(),
+            start: t,
+            end: t + Duration::from_secs(10),
+            pprof_gz: vec![1, 2, 3],
+        };
+        spool.push(&job).unwrap();
+        drop(spool);
+        let back = super::super::spool::Spool::open(&dir, 1 << 20)
+            .unwrap()
+            .front()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.labels.tags["trigger"], "cpu");
+        assert_eq!(back.labels.sample_rate, 400);
+        let q = super::super::push::ingest_query(&back.labels, back.start, back.end, "pyspy");
+        assert!(
+            q.contains(&("name", "shop{env=prod,trigger=cpu}".into())),
+            "{q:?}"
+        );
+        assert!(q.contains(&("sampleRate", "400".into())), "{q:?}");
+        let body = super::super::push::push_body(&back.labels, "pyspy", &[1], &back.id);
+        let req = <super::super::push::PushRequest as prost::Message>::decode(&body[..]).unwrap();
+        assert!(req.series[0]
+            .labels
+            .iter()
+            .any(|l| l.name == "trigger" && l.value == "cpu"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
