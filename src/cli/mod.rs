@@ -208,7 +208,7 @@ pub struct CommonArgs {
           value_name = "PERCENT")]
     pub trigger_cpu: Option<f64>,
 
-    /// The longest a triggered capture lasts (default 60s, at least 1s).
+    /// The longest a triggered capture lasts (default 60s; from 1s to 1h).
     #[arg(long, env = "PYROSCOPE_TRIGGER_DURATION", value_parser = parse_duration,
           value_name = "DURATION")]
     pub trigger_duration: Option<std::time::Duration>,

@@ -12,6 +12,9 @@ pub const TRIGGER_LABEL: &str = "trigger";
 /// The longest a capture lasts, and the pause after one, unless set.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+/// A capture's own profile (`--trigger-output`) holds every stack it saw: its length bounds its
+/// memory, as a pull-mode scrape's does (at most an hour too).
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// The raised rate, unless set: this many times `--sample-rate`, at most [`MAX_TRIGGER_RATE`].
 pub const DEFAULT_FACTOR: u32 = 4;
 pub const MAX_TRIGGER_RATE: u32 = 1000;
@@ -57,8 +60,8 @@ impl TriggerSettings {
             bail!("the tag {TRIGGER_LABEL:?} is set by --trigger-cpu on the windows it captures: rename the tag");
         }
         let duration = args.trigger_duration.unwrap_or(DEFAULT_DURATION);
-        if duration < Duration::from_secs(1) {
-            bail!("invalid --trigger-duration {duration:?}: a capture lasts at least 1s");
+        if duration < Duration::from_secs(1) || duration > MAX_DURATION {
+            bail!("invalid --trigger-duration {duration:?}: a capture lasts from 1s to 1h");
         }
         let sample_rate = match args.trigger_sample_rate {
             None => sample_rate
@@ -153,6 +156,8 @@ mod tests {
         }
         assert!(settings(&["--trigger-cpu", "50", "--trigger-sample-rate", "99"]).is_err());
         assert!(settings(&["--trigger-cpu", "50", "--trigger-duration", "500ms"]).is_err());
+        assert!(settings(&["--trigger-cpu", "50", "--trigger-duration", "61m"]).is_err());
+        assert!(settings(&["--trigger-cpu", "50", "--trigger-duration", "1h"]).is_ok());
         let e = settings(&["--trigger-output", "/tmp"])
             .unwrap_err()
             .to_string();
