@@ -217,3 +217,66 @@ fn light_load_never_triggers() {
         .all(|w| w.trigger.is_none() && w.period == 10_000_000));
     assert!(all.iter().map(|w| w.cpu_in("light")).sum::<i64>() > 0);
 }
+
+/// .NET: the runtime's sampler keeps its rate in a capture, and its stacks keep their weight (a
+/// period of their thread's time at the rate the spy was started with), so a capture's windows
+/// hold as much CPU per second as the others under the same load. (They held a quarter of it
+/// when a .NET stack counted the agent's period in force, 2.5 ms in a 400 Hz capture.)
+#[test]
+fn dotnet_values_keep_their_weight_in_a_capture() {
+    let _slot = Slot::take();
+    let server = Receiver::ok();
+    // Two busy threads for 9 s; the sampler always on at 500 Hz (no bursts, so every second
+    // holds the same share of samples); captures of 2 s, then 1 s of cool-down, in turn.
+    let r = run(
+        pyroscope(&[
+            "exec",
+            "--server-address",
+            &server.url,
+            "--application-name",
+            "spike",
+            "--sample-rate",
+            "500",
+            "--trigger-cpu",
+            "30",
+            "--trigger-duration",
+            "2s",
+            "--trigger-cooldown",
+            "1s",
+            path_str(&dotnet()),
+            path_str(named_threads_dll()),
+            "9",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let all = windows(&server);
+    let first_hot = all
+        .iter()
+        .position(|w| w.trigger.is_some())
+        .unwrap_or_else(|| panic!("no capture: {}", r.stderr));
+    // From the first capture on (the start-up before it uses less CPU); the last window ends
+    // with the program.
+    let steady = &all[first_hot..all.len() - 1];
+    let per_second = |hot: bool| {
+        let (cpu, wall) = steady
+            .iter()
+            .filter(|w| w.trigger.is_some() == hot)
+            .fold((0i64, 0i64), |(c, t), w| {
+                (c + w.cpu(), t + (w.end - w.start))
+            });
+        assert!(
+            wall > 1_000_000_000,
+            "{} s {}",
+            wall as f64 / 1e9,
+            if hot { "in captures" } else { "out" }
+        );
+        cpu as f64 / wall as f64
+    };
+    let (hot, cold) = (per_second(true), per_second(false));
+    eprintln!("CPU per second: {hot:.2} in captures, {cold:.2} out of them");
+    assert!(
+        (0.7..=1.4).contains(&(hot / cold)),
+        "{hot:.2} CPU-s per second in captures against {cold:.2} out of them"
+    );
+}

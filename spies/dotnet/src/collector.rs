@@ -249,18 +249,24 @@ impl Collector {
                     }
                 })
                 .collect();
+            // Each copy stands for one period of its thread's time, said explicitly: the agent's
+            // own period may differ by then (`--trigger-cpu` raises its rate for a while).
+            let cpu_ns = match self.weighting {
+                Weighting::Period { period_ns } => Some(period_ns.max(1) as u64),
+                Weighting::PerSample => None,
+            };
             for _ in 1..p.copies {
                 self.ready.push(Stack {
                     thread_id: p.thread_id,
                     frames: frames.clone(),
-                    cpu_ns: None,
+                    cpu_ns,
                     thread_name: None,
                 });
             }
             self.ready.push(Stack {
                 thread_id: p.thread_id,
                 frames,
-                cpu_ns: None,
+                cpu_ns,
                 thread_name: None,
             });
             self.stats.stacks_emitted += p.copies as u64;
