@@ -31,6 +31,9 @@ pub struct Aggregator {
     total: Option<Counts>,
     run_start: SystemTime,
     period_ns: u64,
+    /// The rate's period at the start: the whole-run profile's (a capture changes `period_ns`
+    /// for a while).
+    run_period_ns: u64,
     scratch: Vec<u32>,
     /// Whether window samples carry [`SampleLabels`]; the window's label sets, interned.
     labelled: bool,
@@ -56,6 +59,7 @@ impl Aggregator {
             total: keep_total.then(FxHashMap::default),
             run_start: start,
             period_ns: spy::period_ns(sample_rate),
+            run_period_ns: spy::period_ns(sample_rate),
             scratch: Vec::new(),
             labelled: false,
             label_ids: FxHashMap::default(),
@@ -232,13 +236,15 @@ impl Aggregator {
     /// The whole run so far (when totals are kept).
     pub fn total(&self, end: SystemTime) -> Option<Profile> {
         let total = self.total.as_ref()?;
-        Some(self.build(
+        let mut profile = self.build(
             total.iter().map(|(k, v)| (k.clone(), None, *v)),
             Vec::new(),
             self.run_start,
             end,
             main_spy(&self.total_spies),
-        ))
+        );
+        profile.period_ns = self.run_period_ns;
+        Some(profile)
     }
 
     fn build(
@@ -455,5 +461,21 @@ mod tests {
         assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");
         assert_eq!(w2.spy_name, "rbspy");
         assert_eq!(a.total(t0).unwrap().total_samples(), 5);
+        // A capture's rate (400 Hz): a sample without a measured CPU time counts its period,
+        // and the window says it; the whole run keeps the rate it started with.
+        a.set_sample_rate(400);
+        a.add(
+            Stack {
+                thread_id: 1,
+                frames: vec![f("other")],
+                cpu_ns: None,
+                thread_name: None,
+            },
+            "rbspy",
+            7,
+        );
+        let w3 = a.take_window(t0, t0).unwrap();
+        assert_eq!((w3.period_ns, w3.total_cpu_ns()), (2_500_000, 2_500_000));
+        assert_eq!(a.total(t0).unwrap().period_ns, 10_000_000);
     }
 }
