@@ -158,15 +158,25 @@ fn a_cpu_spike_is_captured_faster_labelled_and_written_out() {
         .lines()
         .find(|l| l.contains("CPU trigger: 1 capture,"))
         .unwrap_or_else(|| panic!("no trigger summary: {}", r.stderr));
+    // "..., 394 samples per second in them, 99 out of them; stacks per second 173 in them, 26
+    // out of them": the numbers after "in all,".
     let rates: Vec<f64> = summary
-        .split(' ')
+        .split_once("in all,")
+        .unwrap()
+        .1
+        .split([' ', ',', ';'])
         .filter_map(|w| w.parse::<f64>().ok())
         .collect();
-    let (inside, outside) = (rates[rates.len() - 2], rates[rates.len() - 1]);
+    let [inside, outside, stacks_in, stacks_out] = rates[..] else {
+        panic!("{summary}")
+    };
     assert!(
         inside >= 300.0 && (80.0..=110.0).contains(&outside),
         "{summary}"
     );
+    // The busy thread gave more stacks per second in the capture (at most the kernel's tick
+    // rate, 250 per second here) than the mostly idle light load out of it.
+    assert!(stacks_in > 2.0 * stacks_out, "{summary}");
 
     // --trigger-output: one file, the capture's profile, which is exactly the labelled
     // windows' samples.

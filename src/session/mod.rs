@@ -158,12 +158,18 @@ impl Session {
             }
             let now = Instant::now();
             if now >= ticks.due() {
-                let before = self.sampler.stats.process_samples;
+                let before = (
+                    self.sampler.stats.process_samples,
+                    self.sampler.stats.stacks,
+                );
                 let failed =
                     self.sampler
                         .tick(&mut self.targets, self.tracer.as_mut(), &mut self.pipeline);
                 if let Some(t) = &mut self.trigger {
-                    t.sampled(self.sampler.stats.process_samples - before);
+                    t.sampled(
+                        self.sampler.stats.process_samples - before.0,
+                        self.sampler.stats.stacks - before.1,
+                    );
                 }
                 if self.mode == Mode::Connect && failed.contains(&root) {
                     self.ending = Some(Ending::Failed);

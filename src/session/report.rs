@@ -56,19 +56,23 @@ pub(super) fn summary(stats: &Stats, blocking: bool) {
 }
 
 /// `--trigger-cpu`: how many captures, how long in all, and the sampling rate reached in
-/// them and out of them (process samples per second).
+/// them and out of them: process samples per second, and the stacks they gave (threads on
+/// CPU; a busy thread gives at most the kernel's tick rate, see the README).
 pub(super) fn trigger(t: &super::trigger::Trigger) {
     let per_second = |n: u64, d: Duration| match d.as_secs_f64() {
         s if s > 0.0 => format!("{:.0}", n as f64 / s),
         _ => "-".into(),
     };
+    let out = t.run_time().saturating_sub(t.captured);
     log::info!(
-        "CPU trigger: {} capture{}, {:.1} s in all, {} samples per second in them, {} out of them",
+        "CPU trigger: {} capture{}, {:.1} s in all, {} samples per second in them, {} out of them; stacks per second {} in them, {} out of them",
         t.captures,
         if t.captures == 1 { "" } else { "s" },
         t.captured.as_secs_f64(),
         per_second(t.samples_in, t.captured),
-        per_second(t.samples_out, t.run_time().saturating_sub(t.captured)),
+        per_second(t.samples_out, out),
+        per_second(t.stacks_in, t.captured),
+        per_second(t.stacks_out, out),
     );
 }
 

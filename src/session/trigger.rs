@@ -45,6 +45,9 @@ pub(super) struct Trigger {
     pub captured: Duration,
     pub samples_in: u64,
     pub samples_out: u64,
+    /// Stacks those samples gave (threads found on CPU).
+    pub stacks_in: u64,
+    pub stacks_out: u64,
     started: Instant,
     ended: Option<Instant>,
 }
@@ -64,16 +67,24 @@ impl Trigger {
             captured: Duration::ZERO,
             samples_in: 0,
             samples_out: 0,
+            stacks_in: 0,
+            stacks_out: 0,
             started: now,
             ended: None,
         }
     }
 
-    /// `n` process samples were just taken.
-    pub fn sampled(&mut self, n: u64) {
+    /// `samples` process samples were just taken, giving `stacks` stacks.
+    pub fn sampled(&mut self, samples: u64, stacks: u64) {
         match self.state {
-            State::Capturing { .. } => self.samples_in += n,
-            _ => self.samples_out += n,
+            State::Capturing { .. } => {
+                self.samples_in += samples;
+                self.stacks_in += stacks;
+            }
+            _ => {
+                self.samples_out += samples;
+                self.stacks_out += stacks;
+            }
         }
     }
 
