@@ -65,6 +65,16 @@ fn windows(server: &Receiver) -> Vec<Window> {
 /// `spike.py LIGHT SPIKE` under `exec` with `flags`, pushing to `server`; it must succeed.
 fn exec_spike(server: &Receiver, flags: &[&str], light: &str, spike: &str) -> Run {
     let (py, app) = (python("3.11"), test_app("spike.py"));
+    exec_pushing(
+        server,
+        flags,
+        &[path_str(&py), path_str(&app), light, spike],
+    )
+}
+
+/// `command` under `exec` with `flags`, pushing to `server` as the service `spike`; it must
+/// succeed.
+fn exec_pushing(server: &Receiver, flags: &[&str], command: &[&str]) -> Run {
     let mut args = vec![
         "exec",
         "--server-address",
@@ -73,7 +83,7 @@ fn exec_spike(server: &Receiver, flags: &[&str], light: &str, spike: &str) -> Ru
         "spike",
     ];
     args.extend_from_slice(flags);
-    args.extend_from_slice(&[path_str(&py), path_str(&app), light, spike]);
+    args.extend_from_slice(command);
     let r = run(pyroscope(&args), Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     r
@@ -238,28 +248,18 @@ fn dotnet_values_keep_their_weight_in_a_capture() {
     let server = Receiver::ok();
     // Two busy threads for 9 s; the sampler always on at 500 Hz (no bursts, so every second
     // holds the same share of samples); captures of 2 s, then 1 s of cool-down, in turn.
-    let r = run(
-        pyroscope(&[
-            "exec",
-            "--server-address",
-            &server.url,
-            "--application-name",
-            "spike",
-            "--sample-rate",
-            "500",
-            "--trigger-cpu",
-            "30",
-            "--trigger-duration",
-            "2s",
-            "--trigger-cooldown",
-            "1s",
-            path_str(&dotnet()),
-            path_str(named_threads_dll()),
-            "9",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let flags = [
+        "--sample-rate",
+        "500",
+        "--trigger-cpu",
+        "30",
+        "--trigger-duration",
+        "2s",
+        "--trigger-cooldown",
+        "1s",
+    ];
+    let dll = named_threads_dll();
+    let r = exec_pushing(&server, &flags, &[path_str(&dotnet()), path_str(dll), "9"]);
     let all = windows(&server);
     let first_hot = all
         .iter()

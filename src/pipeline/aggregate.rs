@@ -350,6 +350,16 @@ mod tests {
         }
     }
 
+    /// A stack of thread 1 through the functions `names` (root first).
+    fn stack(names: &[&str], cpu_ns: Option<u64>) -> Stack {
+        Stack {
+            thread_id: 1,
+            frames: names.iter().map(|n| f(n)).collect(),
+            cpu_ns,
+            thread_name: None,
+        }
+    }
+
     /// A run that keeps making new functions: the window's frames are dropped when it is
     /// taken; the whole-run profile stays under its bounds, keeps every nanosecond, and the
     /// open window is untouched by the folding.
@@ -403,27 +413,9 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut a = Aggregator::new(100, t0, true);
         for ns in [None, Some(4_000_000), Some(25_000_000)] {
-            a.add(
-                Stack {
-                    thread_id: 1,
-                    frames: vec![f("main"), f("slow")],
-                    cpu_ns: ns,
-                    thread_name: None,
-                },
-                "pyspy",
-                7,
-            );
+            a.add(stack(&["main", "slow"], ns), "pyspy", 7);
         }
-        a.add(
-            Stack {
-                thread_id: 1,
-                frames: vec![f("main"), f("fast")],
-                cpu_ns: None,
-                thread_name: None,
-            },
-            "pyspy",
-            7,
-        );
+        a.add(stack(&["main", "fast"], None), "pyspy", 7);
         let w = a.take_window(t0, t0 + Duration::from_secs(10)).unwrap();
         assert_eq!(w.total_samples(), 4);
         assert_eq!(w.frames.len(), 3);
@@ -447,16 +439,7 @@ mod tests {
         assert!(texts.contains(&("main;fast".into(), fast)));
         assert_eq!(w.total_cpu_ns(), 49_000_000);
         assert!(a.take_window(t0, t0).is_none());
-        a.add(
-            Stack {
-                thread_id: 1,
-                frames: vec![f("other")],
-                cpu_ns: None,
-                thread_name: None,
-            },
-            "rbspy",
-            7,
-        );
+        a.add(stack(&["other"], None), "rbspy", 7);
         let w2 = a.take_window(t0, t0).unwrap();
         assert_eq!(w2.frames.len(), 1, "a window carries only its own frames");
         assert_eq!(w2.spy_name, "rbspy");
@@ -464,16 +447,7 @@ mod tests {
         // A capture's rate (400 Hz): a sample without a measured CPU time counts its period,
         // and the window says it; the whole run keeps the rate it started with.
         a.set_sample_rate(400);
-        a.add(
-            Stack {
-                thread_id: 1,
-                frames: vec![f("other")],
-                cpu_ns: None,
-                thread_name: None,
-            },
-            "rbspy",
-            7,
-        );
+        a.add(stack(&["other"], None), "rbspy", 7);
         let w3 = a.take_window(t0, t0).unwrap();
         assert_eq!((w3.period_ns, w3.total_cpu_ns()), (2_500_000, 2_500_000));
         assert_eq!(a.total(t0).unwrap().period_ns, 10_000_000);

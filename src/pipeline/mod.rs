@@ -110,18 +110,16 @@ impl Pipeline {
             p.set_sample_rate(sample_rate);
         }
         if let Some(s) = self.spike.take() {
-            s.write(
-                self.spike_dir.as_deref().expect("a spike has a directory"),
-                &self.app_name,
-                now,
-            );
+            s.write(now);
         }
-        if let (Some(kind), Some(_)) = (trigger, &self.spike_dir) {
+        if let (Some(kind), Some(dir)) = (trigger, &self.spike_dir) {
             self.spike = Some(spike::Spike::begin(
                 kind,
                 sample_rate,
                 self.sample_labels,
                 now,
+                dir,
+                &self.app_name,
             ));
         }
     }
@@ -157,8 +155,8 @@ impl Pipeline {
         }
         let (start, end) = self.windows.close_at(end);
         self.ship(start, end);
-        if let (Some(s), Some(dir)) = (self.spike.take(), &self.spike_dir) {
-            s.write(dir, &self.app_name, end);
+        if let Some(s) = self.spike.take() {
+            s.write(end);
         }
     }
 

@@ -12,14 +12,26 @@ pub struct Spike {
     aggregator: Aggregator,
     start: SystemTime,
     kind: &'static str,
+    dir: PathBuf,
+    app_name: String,
 }
 
 impl Spike {
-    pub fn begin(kind: &'static str, sample_rate: u32, labels: bool, now: SystemTime) -> Spike {
+    /// A capture of `kind` begins at `now`; its file goes into `dir`, named after `app_name`.
+    pub fn begin(
+        kind: &'static str,
+        sample_rate: u32,
+        labels: bool,
+        now: SystemTime,
+        dir: &Path,
+        app_name: &str,
+    ) -> Spike {
         Spike {
             aggregator: Aggregator::new(sample_rate, now, false).with_labels(labels),
             start: now,
             kind,
+            dir: dir.to_path_buf(),
+            app_name: app_name.to_string(),
         }
     }
 
@@ -27,9 +39,10 @@ impl Spike {
         self.aggregator.add(stack.clone(), spy, pid);
     }
 
-    /// Writes the capture, up to `end`, into `dir`; the file written, or `None` (logged) when
-    /// it held no samples or could not be written.
-    pub fn write(mut self, dir: &Path, app_name: &str, end: SystemTime) -> Option<PathBuf> {
+    /// Writes the capture, up to `end`, into its directory; the file written, or `None` (logged)
+    /// when it held no samples or could not be written.
+    pub fn write(mut self, end: SystemTime) -> Option<PathBuf> {
+        let (dir, app_name) = (self.dir.as_path(), self.app_name.as_str());
         let Some(profile) = self.aggregator.take_window(self.start, end) else {
             log::info!(
                 "CPU trigger: the capture held no samples; no profile written to {}",

@@ -177,18 +177,11 @@ impl Session {
                 self.sampler.stats.late += u64::from(ticks.advance(now));
             }
             if let Some(t) = self.trigger.as_mut().filter(|t| now >= t.due()) {
-                let pids = self.targets.active();
-                match t.check(now, pids) {
-                    Some(trigger::Change::Begin { rate }) => {
-                        ticks.set_period(Duration::from_nanos(spy::period_ns(rate)), now);
-                        self.pipeline
-                            .set_trigger(Some("cpu"), rate, SystemTime::now());
-                    }
-                    Some(trigger::Change::End { rate }) => {
-                        ticks.set_period(Duration::from_nanos(spy::period_ns(rate)), now);
-                        self.pipeline.set_trigger(None, rate, SystemTime::now());
-                    }
-                    None => {}
+                if let Some(change) = t.check(now, self.targets.active()) {
+                    let rate = change.rate();
+                    ticks.set_period(Duration::from_nanos(spy::period_ns(rate)), now);
+                    self.pipeline
+                        .set_trigger(change.label(), rate, SystemTime::now());
                 }
             }
             self.pipeline.rotate_if_due(SystemTime::now());

@@ -209,8 +209,7 @@ impl Ticks {
     /// the new period when it was due later.
     pub(super) fn set_period(&mut self, period: Duration, now: Instant) {
         self.period = period;
-        let nanos = period.as_nanos() as u64;
-        let soon = now + Duration::from_nanos(nanos / 2 + self.rng.u64(0..nanos.max(1)));
+        let soon = now + self.gap();
         self.at = self.at.min(soon);
     }
 
@@ -225,9 +224,14 @@ impl Ticks {
     pub(super) fn advance(&mut self, now: Instant) -> bool {
         let late = self.at + self.period <= now;
         let from = if late { now } else { self.at };
-        let nanos = self.period.as_nanos() as u64;
-        self.at = from + Duration::from_nanos(nanos / 2 + self.rng.u64(0..nanos.max(1)));
+        self.at = from + self.gap();
         late
+    }
+
+    /// A random gap between half a period and one and a half.
+    fn gap(&mut self) -> Duration {
+        let nanos = self.period.as_nanos() as u64;
+        Duration::from_nanos(nanos / 2 + self.rng.u64(0..nanos.max(1)))
     }
 }
 

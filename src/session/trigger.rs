@@ -21,6 +21,23 @@ pub(super) enum Change {
     End { rate: u32 },
 }
 
+impl Change {
+    /// The rate to sample at from now on.
+    pub fn rate(self) -> u32 {
+        match self {
+            Change::Begin { rate } | Change::End { rate } => rate,
+        }
+    }
+
+    /// The value of the windows' `trigger` label from now on.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Change::Begin { .. } => Some("cpu"),
+            Change::End { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Idle,
